@@ -1,0 +1,171 @@
+"""CPU forward benchmark: Flax InternVideo2 (jitted) vs the PyTorch reference (eager).
+
+  python benchmarks/bench_internvideo2.py [--variant small] [--frames 8] [--img 224]
+      [--batch 1] [--threads N] [--repeats 5] [--out results.json]
+
+Both sides run the same random weights, float32, batch 1 by default, on the
+same CPU cores with the same thread count:
+  * the process is pinned to the first N CPUs (os.sched_setaffinity) before
+    jax or torch is imported; XLA sizes its intra-op pool from the schedulable
+    CPUs, and `--xla_cpu_multi_thread_eigen` is left on (off for N = 1);
+  * torch.set_num_threads(N) and set_num_interop_threads(1).
+The PyTorch side is the test reference in eval mode under torch.no_grad(),
+using F.scaled_dot_product_attention (its fastest CPU attention). Both are
+warmed up (compile / first run) and then timed `--repeats` times; medians
+are reported.
+
+FLOPs are counted analytically (multiply-add = 2 FLOPs; norms, softmax and
+GELU are ignored), per clip, N = 1 + T*(S/p)^2 tokens, C width, H MLP width:
+  patch embed  2*(N-1)*(3*p*p*tubelet)*C
+  per block    2*N*C*3C (qkv) + 4*N^2*C (scores, AV) + 2*N*C^2 (proj) + 4*N*C*H (MLP)
+  pool         2*C^2 (q) + 4*N*C^2 (k, v) + 4*N*C (scores, AV) + 2*C*768 (proj)
+  head         2*768*outputs
+and cross-checked against XLA's cost_analysis. The matmul peak is the best of
+a large float32 matmul in NumPy and in jitted JAX on the same threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def _pin(threads: int) -> int:
+  cpus = sorted(os.sched_getaffinity(0))
+  threads = min(threads or len(cpus), len(cpus))
+  os.sched_setaffinity(0, cpus[:threads])
+  flags = os.environ.get("XLA_FLAGS", "")
+  eigen = "true" if threads > 1 else "false"
+  os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={eigen}".strip()
+  for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[var] = str(threads)
+  return threads
+
+
+def forward_flops(c, depth, hidden, frames, img, patch=14, tubelet=1, outputs=1, pool_dim=768):
+  n_patch = (frames // tubelet) * (img // patch) ** 2
+  n = 1 + n_patch
+  embed = 2 * n_patch * (3 * patch * patch * tubelet) * c
+  block = 2 * n * c * 3 * c + 4 * n * n * c + 2 * n * c * c + 4 * n * c * hidden
+  pool = 2 * c * c + 4 * n * c * c + 4 * n * c + 2 * c * pool_dim
+  return embed + depth * block + pool + 2 * pool_dim * outputs
+
+
+def _time(fn, repeats):
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times), times
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--variant", default="small")
+  ap.add_argument("--frames", type=int, default=8)
+  ap.add_argument("--img", type=int, default=224)
+  ap.add_argument("--batch", type=int, default=1)
+  ap.add_argument("--threads", type=int, default=0, help="0 = all schedulable CPUs")
+  ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--matmul-size", type=int, default=2048)
+  ap.add_argument("--out", help="write the numbers as JSON here")
+  a = ap.parse_args(argv)
+  threads = _pin(a.threads)
+
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+  from converters import internvideo2 as conv
+  from internvqa_jax.models import internvideo2 as iv2
+  from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_numpy
+
+  torch.set_num_threads(threads)
+  torch.set_num_interop_threads(1)
+
+  model = iv2.make(a.variant, num_frames=a.frames, img_size=a.img)
+  ref = InternVideo2Ref(model.embed_dim, model.depth, model.num_heads, model.mlp_hidden,
+                        model.num_frames, model.img_size, gelu="tanh", use_sdpa=True).eval()
+  randomize_(ref, 0)
+  params = jax.device_put(conv.torch_state_dict_to_params(state_dict_numpy(ref),
+                                                          iv2.model_kwargs(model)))
+  video = np.random.default_rng(0).standard_normal(model.input_shape(a.batch)).astype(np.float32)
+  video_t = torch.from_numpy(video).permute(0, 4, 1, 2, 3).contiguous()
+  video_j = jax.device_put(video)
+
+  fwd = jax.jit(lambda p, v: model.apply({"params": p}, v))
+  t = time.perf_counter()
+  compiled = fwd.lower(params, video_j).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  xla_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+  def run_jax():
+    jax.block_until_ready(compiled(params, video_j))
+
+  def run_torch():
+    with torch.no_grad():
+      return ref(video_t)
+
+  # Warm-up, and a sanity check that both compute the same function.
+  out_j = compiled(params, video_j)
+  out_t = run_torch()
+  diff = float(np.abs(np.asarray(out_j["score"]) - out_t["score"].numpy()).max())
+  run_jax()
+  run_torch()
+  jax_s, jax_all = _time(run_jax, a.repeats)
+  torch_s, torch_all = _time(run_torch, a.repeats)
+
+  # Matmul peak on the same threads.
+  m = a.matmul_size
+  x = np.random.default_rng(1).standard_normal((m, m)).astype(np.float32)
+  np_s, _ = _time(lambda: x @ x, 3)
+  xj = jax.device_put(x)
+  mm = jax.jit(jnp.dot)
+  jax.block_until_ready(mm(xj, xj))
+  jmm_s, _ = _time(lambda: jax.block_until_ready(mm(xj, xj)), 3)
+  peak = 2 * m ** 3 / min(np_s, jmm_s) / 1e9
+
+  flops = a.batch * forward_flops(model.embed_dim, model.depth, model.mlp_hidden, a.frames, a.img)
+  rows = []
+  for name, s in (("Flax (jax.jit, XLA CPU)", jax_s), ("PyTorch eager (no_grad, SDPA)", torch_s)):
+    gflops = flops / s / 1e9
+    rows.append({"impl": name, "s_per_clip": s / a.batch, "gflops": gflops,
+                 "peak_fraction": gflops / peak})
+  speedup = torch_s / jax_s
+
+  print(f"\nInternVideo2-{a.variant} forward, {a.batch}x{a.frames}x{a.img}x{a.img}, float32, "
+        f"{threads} thread(s), median of {a.repeats}\n")
+  print("| implementation | s / clip | GFLOP/s | fraction of matmul peak |")
+  print("|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['impl']} | {r['s_per_clip']:.3f} | {r['gflops']:.1f} | {r['peak_fraction']:.2f} |")
+  print(f"\nFlax speedup over PyTorch: {speedup:.2f}x")
+  print(f"analytic FLOPs/clip {flops / a.batch / 1e9:.2f} G; XLA cost_analysis "
+        f"{xla_flops / a.batch / 1e9:.2f} G")
+  print(f"float32 matmul peak ({m}^3): {peak:.1f} GFLOP/s (numpy {2 * m**3 / np_s / 1e9:.1f}, "
+        f"jax {2 * m**3 / jmm_s / 1e9:.1f})")
+  print(f"XLA compile {compile_s:.1f} s; score max abs diff Flax vs torch {diff:.2e}")
+
+  result = {"variant": a.variant, "frames": a.frames, "img": a.img, "batch": a.batch,
+            "threads": threads, "repeats": a.repeats, "rows": rows, "speedup": speedup,
+            "flops_per_clip": flops / a.batch, "xla_flops_per_clip": xla_flops / a.batch,
+            "matmul_peak_gflops": peak, "compile_s": compile_s, "jax_times": jax_all,
+            "torch_times": torch_all, "score_max_abs_diff": diff,
+            "jax": jax.__version__, "torch": torch.__version__}
+  if a.out:
+    with open(a.out, "w") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+if __name__ == "__main__":
+  main()

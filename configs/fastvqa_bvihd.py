@@ -1,0 +1,17 @@
+r"""FAST-VQA-B finetuned on BVI-HD with the FAST-VQA recipe (fragments, plcc + 0.3 rank loss).
+
+Run:
+  python -m internvqa_jax.train --config configs/fastvqa_bvihd.py --workdir $WORKDIR/fastvqa_bvihd \
+      --config.data.manual_dir=/data/BVI-HD --config.data.build=True
+Smoke test (4 steps, batch 2): --config configs/fastvqa_bvihd.py:runlocal
+
+Checkpoints: $INTERNVQA_CKPT_DIR must hold the converted checkpoints named in configs/common.py
+(python -m converters.internvideo2 / converters.fastvqa), or override --config.*.init=PATH.
+Expected: the paper's Table I reports PLCC 0.655, SRCC 0.623 (not yet reproduced here: needs the real data and checkpoints).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.fastvqa_finetune("bvihd", arg)

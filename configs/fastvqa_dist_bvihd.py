@@ -1,0 +1,17 @@
+r"""FastVQA-dist on BVI-HD: InternVideo2-1B teacher distilled into FAST-VQA-B (heterogeneous).
+
+Run:
+  python -m internvqa_jax.train --config configs/fastvqa_dist_bvihd.py --workdir $WORKDIR/fastvqa_dist_bvihd \
+      --config.data.manual_dir=/data/BVI-HD --config.data.build=True
+Smoke test (4 steps, batch 2): --config configs/fastvqa_dist_bvihd.py:runlocal
+
+Checkpoints: $INTERNVQA_CKPT_DIR must hold the converted checkpoints named in configs/common.py
+(python -m converters.internvideo2 / converters.fastvqa), or override --config.*.init=PATH.
+Expected: the paper's Table I reports PLCC 0.714, SRCC 0.644 (not yet reproduced here: needs the real data and checkpoints).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.fastvqa_distill("bvihd", arg)

@@ -1,0 +1,17 @@
+r"""InternVQA-Base finetuned on Waterloo IVC 4K (sources 1-4 test, MOS/100, L2).
+
+Run:
+  python -m internvqa_jax.train --config configs/internvqa_base_waterloo.py --workdir $WORKDIR/internvqa_base_waterloo \
+      --config.data.manual_dir=/data/Waterloo_IVC_4K --config.data.build=True
+Smoke test (4 steps, batch 2): --config configs/internvqa_base_waterloo.py:runlocal
+
+Checkpoints: $INTERNVQA_CKPT_DIR must hold the converted checkpoints named in configs/common.py
+(python -m converters.internvideo2 / converters.fastvqa), or override --config.*.init=PATH.
+Expected: the paper's Table I reports PLCC 0.751, SRCC 0.759 (not yet reproduced here: needs the real data and checkpoints).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.internvqa_finetune("base", "waterloo", arg)

@@ -1,0 +1,17 @@
+r"""InternVQA-dist-Small on BVI-HD: InternVideo2-1B teacher (preset 'paper') distilled into Small.
+
+Run:
+  python -m internvqa_jax.train --config configs/internvqa_dist_small_bvihd.py --workdir $WORKDIR/internvqa_dist_small_bvihd \
+      --config.data.manual_dir=/data/BVI-HD --config.data.build=True
+Smoke test (4 steps, batch 2): --config configs/internvqa_dist_small_bvihd.py:runlocal
+
+Checkpoints: $INTERNVQA_CKPT_DIR must hold the converted checkpoints named in configs/common.py
+(python -m converters.internvideo2 / converters.fastvqa), or override --config.*.init=PATH.
+Expected: the paper's Table I reports PLCC 0.759, SRCC 0.734 (not yet reproduced here: needs the real data and checkpoints).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.internvqa_distill("small", "bvihd", arg)

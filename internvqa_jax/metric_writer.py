@@ -1,0 +1,89 @@
+"""Where training numbers go: JSONL, TensorBoard event files and a progress line.
+
+Only process 0 writes; every other process gets a writer that does nothing,
+so the train loop can call it unconditionally.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class MetricWriter:
+  """Appends {"step": s, name: value, ...} lines to metrics.jsonl and TensorBoard scalars."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+    self.enabled = enabled
+    self._tb = None
+    self._f = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._f = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    if tensorboard:
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+      except ImportError:  # tensorboardX is a hard dependency; keep logging going anyway.
+        print("tensorboardX missing: TensorBoard event files are not written", file=sys.stderr)
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step)}
+    for k, v in metrics.items():
+      v = np.asarray(v)
+      row[k] = v.item() if v.size == 1 else v.tolist()
+    self._f.write(json.dumps(row) + "\n")
+    self._f.flush()
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+          self._tb.add_scalar(k, v, step)
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._f is not None:
+      self._f.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+class Progress:
+  """One-line progress report: step, rate, ETA and the latest scalars."""
+
+  def __init__(self, total_steps: int, first_step: int = 0, *, enabled: bool = True, stream=None):
+    self.total = total_steps
+    self.first = first_step
+    self.enabled = enabled
+    self.stream = stream or sys.stdout
+    self.t0 = time.monotonic()
+
+  def update(self, step: int, scalars: Mapping[str, float]) -> str:
+    done = step - self.first
+    elapsed = time.monotonic() - self.t0
+    rate = done / elapsed if elapsed > 0 and done > 0 else float("nan")
+    eta = (self.total - step) / rate if rate == rate and rate > 0 else float("nan")
+    width = 24
+    filled = int(width * step / max(self.total, 1))
+    bar = "#" * filled + "." * (width - filled)
+    parts = " ".join(f"{k}={float(v):.4g}" for k, v in scalars.items())
+    line = (f"[{bar}] {step}/{self.total} {rate:.2f} step/s "
+            f"ETA {_fmt_seconds(eta)} {parts}")
+    if self.enabled:
+      print(line, file=self.stream, flush=True)
+    return line
+
+
+def _fmt_seconds(s: float) -> str:
+  if s != s or s == float("inf"):
+    return "?"
+  s = int(s)
+  return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,431 @@
+"""InternVideo2 single-modality video transformer (classification form), in Flax Linen.
+
+A faithful port of the official PyTorch `InternVideo2` classification model:
+Conv3d patch embedding, cls token, a joint learnable positional embedding,
+pre-norm blocks (RMSNorm, bias-free qkv with qk-RMSNorm over the full width,
+LayerScale on both branches), no final norm, a 16-head attention-pooling
+`clip_projector` to 768-d, `fc_norm` and a linear head.
+
+Parameter paths mirror the PyTorch state_dict (`blocks.3.attn.qkv.weight` ->
+`blocks_3/attn/qkv/kernel`), so converters, optimizer masks and sharding rules
+select parameters by '/'-joined path regex. See the project's InternVideo2
+specification for every numerical choice made here.
+
+  model = internvideo2.make("small", num_outputs=1)
+  params = model.init(jax.random.key(0), video)["params"]   # video (B, T, H, W, 3)
+  out = model.apply({"params": params}, video)               # {"score", "feature"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from internvqa_jax.models import initializers
+from internvqa_jax.models import posembed
+
+FEATURE_DIM = 768  # Output width of the attention pool (`clip_embed_dim`).
+
+VARIANTS: dict[str, dict[str, int]] = {
+    "small": dict(embed_dim=384, depth=12, num_heads=6, mlp_hidden=1536, num_frames=8, img_size=224),
+    "base": dict(embed_dim=768, depth=12, num_heads=12, mlp_hidden=3072, num_frames=8, img_size=224),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16, mlp_hidden=4096, num_frames=8, img_size=224),
+    # 1B uses mlp_ratio 48/11, i.e. exactly 6144 hidden units.
+    "1b": dict(embed_dim=1408, depth=40, num_heads=16, mlp_hidden=6144, num_frames=8, img_size=224),
+    "6b": dict(embed_dim=3200, depth=48, num_heads=25, mlp_hidden=12800, num_frames=8, img_size=224),
+    # Test-sized models: same code paths, tiny inputs.
+    "tiny": dict(embed_dim=64, depth=2, num_heads=2, mlp_hidden=256, num_frames=2, img_size=28),
+    "tiny_1b_width": dict(embed_dim=1408, depth=2, num_heads=16, mlp_hidden=6144, num_frames=2,
+                          img_size=56),
+}
+
+
+# ----------------------------------------------------------------------------
+# Initialisers (spec section 2.3).
+
+
+trunc_normal = initializers.trunc_normal  # timm's trunc_normal_ (absolute +-2 bounds).
+
+
+def _torch_conv_bias_init(fan_in: int):
+  """PyTorch's default Conv/Linear bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+  return init
+
+
+# kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)) == variance_scaling(1/3, fan_in, uniform).
+_torch_conv_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def head_init_params(key: jax.Array, num_outputs: int, init_scale: float = 0.001) -> dict:
+  """A freshly initialised `head` (for converters replacing a checkpoint's head)."""
+  return {"kernel": trunc_normal(0.02, init_scale)(key, (FEATURE_DIM, num_outputs)),
+          "bias": jnp.zeros((num_outputs,), jnp.float32)}
+
+
+def fc_norm_init_params() -> dict:
+  return {"scale": jnp.ones((FEATURE_DIM,), jnp.float32),
+          "bias": jnp.zeros((FEATURE_DIM,), jnp.float32)}
+
+
+# ----------------------------------------------------------------------------
+# Layers.
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm (weight only). Normalises in float32, casts back to the input
+  dtype, then multiplies by the weight, like the original non-fused module."""
+  eps: float = 1e-6
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (normed.astype(x.dtype) * scale).astype(self.dtype)
+
+
+class LayerScale(nn.Module):
+  """y = x * gamma, multiplied in float32 and cast back (`force_fp32`)."""
+  init_values: float = 1e-5
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    gamma = self.param("gamma", nn.initializers.constant(self.init_values), (x.shape[-1],),
+                       self.param_dtype)
+    return (x.astype(jnp.float32) * gamma.astype(jnp.float32)).astype(x.dtype)
+
+
+def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """Per-sample stochastic depth: zero whole samples, rescale the kept ones by 1/keep."""
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+
+
+class PatchEmbed(nn.Module):
+  """Conv3d with stride == kernel == (tubelet, p, p), as a patchify + matmul.
+
+  The kernel keeps Flax Conv's (kT, kH, kW, 3, C) layout; since patches do not
+  overlap, one matmul over (kT*kH*kW*3)-long patch vectors is the same
+  function and avoids XLA's generic 3-D convolution on CPU. Tokens come out
+  t-major, then h, then w, matching the `pos_embed` rows.
+  """
+  embed_dim: int
+  patch_size: int
+  tubelet_size: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kt, p = self.tubelet_size, self.patch_size
+    fan_in = kt * p * p * x.shape[-1]
+    proj = _PatchProj(self.embed_dim, (kt, p, p, x.shape[-1]), fan_in, self.dtype,
+                      self.param_dtype, name="proj")
+    b, t, h, w, c = x.shape
+    x = x.reshape(b, t // kt, kt, h // p, p, w // p, p, c)
+    x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, (t // kt) * (h // p) * (w // p), fan_in)
+    return proj(x)
+
+
+class _PatchProj(nn.Module):
+  features: int
+  window: tuple[int, int, int, int]
+  fan_in: int
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, patches):
+    kernel = self.param("kernel", _torch_conv_kernel_init, self.window + (self.features,),
+                        self.param_dtype)
+    bias = self.param("bias", _torch_conv_bias_init(self.fan_in), (self.features,),
+                      self.param_dtype)
+    kernel = kernel.reshape(self.fan_in, self.features).astype(self.dtype)
+    return jnp.dot(patches, kernel) + bias.astype(self.dtype)
+
+
+class Attention(nn.Module):
+  """Self-attention with bias-free [q|k|v] projection and qk-RMSNorm over all heads."""
+  num_heads: int
+  proj_init_div: float = 1.0  # fix_init_weight: sqrt(2 * layer_id).
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    b, n, c = x.shape
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = functools.partial(RMSNorm, eps=1e-6, dtype=self.dtype, param_dtype=self.param_dtype)
+    qkv = dense(3 * c, use_bias=False, kernel_init=trunc_normal(0.02), name="qkv")(x)
+    q, k, v = jnp.split(qkv, 3, axis=-1)
+    # The norm spans the full width C (all heads jointly), before the head split.
+    q = norm(name="q_norm")(q)
+    k = norm(name="k_norm")(k)
+    d = c // self.num_heads
+    q, k, v = (y.reshape(b, n, self.num_heads, d) for y in (q, k, v))
+    o = jax.nn.dot_product_attention(q, k, v, scale=d ** -0.5,
+                                     implementation=self.attention_impl)
+    o = o.reshape(b, n, c)
+    return dense(c, kernel_init=trunc_normal(0.02, 1.0 / self.proj_init_div),
+                 bias_init=nn.initializers.zeros, name="proj")(o)
+
+
+class Mlp(nn.Module):
+  hidden: int
+  fc2_init_div: float = 1.0
+  gelu_approximate: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
+                              bias_init=nn.initializers.zeros)
+    h = dense(self.hidden, kernel_init=trunc_normal(0.02), name="fc1")(x)
+    h = jax.nn.gelu(h, approximate=self.gelu_approximate)
+    return dense(x.shape[-1], kernel_init=trunc_normal(0.02, 1.0 / self.fc2_init_div),
+                 name="fc2")(h)
+
+
+class Block(nn.Module):
+  """Pre-norm block: r += DropPath(ls1(attn(norm1(r)))); r += DropPath(ls2(mlp(norm2(r))))."""
+  num_heads: int
+  mlp_hidden: int
+  layer_id: int  # 1-based, for fix_init_weight.
+  drop_path_rate: float = 0.0
+  layerscale_init: float = 1e-5
+  gelu_approximate: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    div = math.sqrt(2.0 * self.layer_id)
+    h = RMSNorm(eps=1e-6, name="norm1", **kw)(x)
+    h = Attention(self.num_heads, proj_init_div=div, attention_impl=self.attention_impl,
+                  name="attn", **kw)(h)
+    h = LayerScale(self.layerscale_init, self.param_dtype, name="ls1")(h)
+    x = x + self._drop_path(h, train)
+    h = RMSNorm(eps=1e-6, name="norm2", **kw)(x)
+    h = Mlp(self.mlp_hidden, fc2_init_div=div, gelu_approximate=self.gelu_approximate,
+            name="mlp", **kw)(h)
+    h = LayerScale(self.layerscale_init, self.param_dtype, name="ls2")(h)
+    return x + self._drop_path(h, train)
+
+  def _drop_path(self, h, train):
+    if not train or self.drop_path_rate == 0.0:
+      return h
+    return drop_path(h, self.drop_path_rate, self.make_rng("drop_path"))
+
+
+class CrossAttention(nn.Module):
+  """Pool cross-attention; the separate q/k/v biases live in the Dense biases."""
+  num_heads: int
+  out_dim: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x_q, x_k, x_v):
+    c = x_q.shape[-1]
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
+                              kernel_init=trunc_normal(0.02), bias_init=nn.initializers.zeros)
+    d = c // self.num_heads
+    heads = lambda y: y.reshape(y.shape[0], y.shape[1], self.num_heads, d)
+    q = heads(dense(c, name="q")(x_q))
+    k = heads(dense(c, name="k")(x_k))
+    v = heads(dense(c, name="v")(x_v))
+    o = jax.nn.dot_product_attention(q, k, v, scale=d ** -0.5,
+                                     implementation=self.attention_impl)
+    o = o.reshape(o.shape[0], o.shape[1], c)
+    return dense(self.out_dim, name="proj")(o)
+
+
+class AttentionPooling(nn.Module):
+  """`clip_projector`: one cross-attention whose query is the mean of all tokens
+  (cls included). No residual and no MLP."""
+  num_heads: int = 16
+  out_dim: int = FEATURE_DIM
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    ln = functools.partial(nn.LayerNorm, epsilon=1e-5, use_fast_variance=False,
+                           dtype=self.dtype, param_dtype=self.param_dtype)
+    x_q = jnp.mean(x.astype(jnp.float32), axis=1, keepdims=True).astype(x.dtype)
+    out = CrossAttention(self.num_heads, self.out_dim, self.dtype, self.param_dtype,
+                         self.attention_impl, name="cross_attn")(
+                             ln(name="norm1_q")(x_q), ln(name="norm1_k")(x), ln(name="norm1_v")(x))
+    return out[:, 0]
+
+
+# ----------------------------------------------------------------------------
+# The model.
+
+
+class InternVideo2(nn.Module):
+  """InternVideo2 classification/regression model.
+
+  Input: normalized float video (B, num_frames, img_size, img_size, 3).
+  Output dict: 'score' (B,) float32 when num_outputs == 1 else (B, N);
+  'feature' (B, 768) float32, the fc_norm output (pre-dropout); 'tokens'
+  (B, 1 + N, C), the residual stream after block `return_tokens_after`, when
+  requested.
+  """
+  FAMILY = "internvideo2"
+
+  embed_dim: int
+  depth: int
+  num_heads: int
+  mlp_hidden: int
+  num_frames: int
+  img_size: int
+  patch_size: int = 14
+  tubelet_size: int = 1
+  num_outputs: int = 1
+  pool_heads: int = 16
+  pool_dim: int = FEATURE_DIM
+  gelu_approximate: bool = True  # tanh GELU (flash-attn FusedMLP); False = exact erf.
+  drop_path_rate: float = 0.0
+  fc_drop_rate: float = 0.0
+  frozen_blocks: int = 0  # patch_embed/cls/pos and blocks [0, k) under stop_gradient.
+  remat: bool = False
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  attention_impl: str | None = None
+  init_scale: float = 0.001
+  layerscale_init: float = 1e-5
+
+  @classmethod
+  def from_kwargs(cls, **kw) -> "InternVideo2":
+    """Builds from JSON-decoded kwargs (lists become tuples)."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+    unknown = sorted(set(kw) - names)
+    if unknown:
+      raise TypeError(f"InternVideo2 got unknown model_kwargs {unknown}; known: {sorted(names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
+
+  @property
+  def grid_size(self) -> int:
+    return self.img_size // self.patch_size
+
+  @property
+  def num_patches(self) -> int:
+    return (self.num_frames // self.tubelet_size) * self.grid_size ** 2
+
+  def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+    return (batch, self.num_frames, self.img_size, self.img_size, 3)
+
+  def _check_config(self):
+    problems = []
+    if self.embed_dim % self.num_heads:
+      problems.append(f"embed_dim {self.embed_dim} not divisible by num_heads {self.num_heads}")
+    if self.embed_dim % self.pool_heads:
+      problems.append(f"embed_dim {self.embed_dim} not divisible by pool_heads {self.pool_heads}")
+    if self.img_size % self.patch_size:
+      problems.append(f"img_size {self.img_size} not divisible by patch_size {self.patch_size}")
+    if self.num_frames % self.tubelet_size:
+      problems.append(f"num_frames {self.num_frames} not divisible by tubelet_size "
+                      f"{self.tubelet_size}")
+    if not 0 <= self.frozen_blocks <= self.depth:
+      problems.append(f"frozen_blocks {self.frozen_blocks} outside [0, depth={self.depth}]")
+    if problems:
+      raise ValueError("invalid InternVideo2 configuration: " + "; ".join(problems))
+
+  @nn.compact
+  def __call__(self, video, *, train: bool = False, return_tokens_after: int | None = None):
+    self._check_config()
+    expected = (self.num_frames, self.img_size, self.img_size, 3)
+    if video.ndim != 5 or tuple(video.shape[1:]) != expected:
+      raise ValueError(f"InternVideo2 expects video of shape (B, {', '.join(map(str, expected))})"
+                       f" = (B, T, H, W, 3), found {tuple(video.shape)}")
+    if return_tokens_after is not None and not 0 <= return_tokens_after < self.depth:
+      raise ValueError(f"return_tokens_after={return_tokens_after} is not a block index in "
+                       f"[0, {self.depth - 1}]")
+    dtype, pdtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+    kw = dict(dtype=dtype, param_dtype=pdtype)
+    c = self.embed_dim
+
+    x = PatchEmbed(c, self.patch_size, self.tubelet_size, name="patch_embed", **kw)(
+        video.astype(dtype))
+    cls_token = self.param("cls_token", trunc_normal(0.02), (1, 1, c), pdtype)
+    pos_embed = self.param("pos_embed", self._pos_embed_init, (1, 1 + self.num_patches, c), pdtype)
+    cls_tokens = jnp.broadcast_to(cls_token.astype(dtype), (x.shape[0], 1, c))
+    x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embed.astype(dtype)
+
+    block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+    rates = np.linspace(0.0, self.drop_path_rate, self.depth)
+    tokens = None
+    for i in range(self.depth):
+      x = block_cls(self.num_heads, self.mlp_hidden, layer_id=i + 1,
+                    drop_path_rate=float(rates[i]), layerscale_init=self.layerscale_init,
+                    gelu_approximate=self.gelu_approximate, attention_impl=self.attention_impl,
+                    name=f"blocks_{i}", **kw)(x, train)
+      if i + 1 == self.frozen_blocks:
+        # Frozen-trunk boundary: nothing upstream receives gradient, and XLA can
+        # drop the backward pass through it.
+        x = jax.lax.stop_gradient(x)
+      if i == return_tokens_after:
+        tokens = x
+
+    pooled = AttentionPooling(self.pool_heads, self.pool_dim, attention_impl=self.attention_impl,
+                              name="clip_projector", **kw)(x)
+    feature = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name="fc_norm", **kw)(pooled)
+    h = nn.Dropout(self.fc_drop_rate)(feature, deterministic=not train)
+    score = nn.Dense(self.num_outputs, kernel_init=trunc_normal(0.02, self.init_scale),
+                     bias_init=nn.initializers.zeros, name="head", **kw)(h)
+    score = score.astype(jnp.float32)
+    out = {"score": score[:, 0] if self.num_outputs == 1 else score,
+           "feature": feature.astype(jnp.float32)}
+    if tokens is not None:
+      out["tokens"] = tokens
+    return out
+
+  def _pos_embed_init(self, key, shape, dtype=jnp.float32):
+    del key  # Deterministic table.
+    table = posembed.sincos_3d(self.embed_dim, self.grid_size,
+                               self.num_frames // self.tubelet_size, cls_row=True)
+    return jnp.asarray(table, dtype).reshape(shape)
+
+
+def make(variant: str, **overrides: Any) -> InternVideo2:
+  """A named variant (VARIANTS) with constructor overrides, e.g. num_outputs=1."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown InternVideo2 variant {variant!r}; known: {sorted(VARIANTS)}")
+  return InternVideo2.from_kwargs(**{**VARIANTS[variant], **overrides})
+
+
+def model_kwargs(module: InternVideo2) -> dict[str, Any]:
+  """The JSON-serialisable constructor arguments of `module`."""
+  return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+          if f.name not in ("parent", "name")}
+
+
+def abstract_params(module: InternVideo2) -> dict:
+  """Parameter shapes/dtypes via jax.eval_shape: nothing is allocated."""
+  video = jax.ShapeDtypeStruct(module.input_shape(1), jnp.float32)
+  return jax.eval_shape(lambda v: module.init(jax.random.key(0), v), video)["params"]
+
+
+def count_params(module: InternVideo2) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_params(module))))

@@ -1,0 +1,419 @@
+"""Optimizer from a config: AdamW, per-step schedules, weight-decay and lr rules, freezing.
+
+One optax chain, applied per parameter leaf:
+
+  [clip by global norm over trainable grads] -> Adam moments
+    -> u += weight_decay * p          (only where the no-decay rule does not apply)
+    -> u *= -schedule(step) * mult    (mult = layer-decay scale * lr_mults entry)
+
+This is PyTorch AdamW with parameter groups: decoupled decay that scales with
+the group's lr, exactly as InternVideo2's DeepSpeed Adam (adam_w_mode) and
+FAST-VQA's torch.optim.AdamW apply it.
+
+Frozen parameters, two ways:
+  * preferred: split the tree at the jit boundary (`trainable_mask` +
+    tree_paths.split_tree) and build the optimizer for the trainable tree only;
+    frozen leaves then never reach the optimizer or the gradient;
+  * or pass the whole tree with `frozen` / `trainable` in the config: frozen
+    leaves get optax.set_to_zero through optax.partition (no moment buffers,
+    zero update) and do not enter the clipping norm.
+
+Config fields (a ConfigDict or Mapping; unknown fields raise, see
+`default_config()` for all of them with their defaults):
+  optimizer        'adamw' (only choice)
+  lr               peak learning rate (required)
+  b1, b2, eps      Adam, default 0.9, 0.999, 1e-8
+  schedule         'cosine' (InternVideo2 utils.cosine_scheduler), 'fastvqa'
+                   (FAST-VQA LambdaLR), or 'constant'
+  total_steps      schedule length in optimizer steps (cosine, fastvqa)
+  warmup_steps     warmup length in steps
+  warmup_lr        cosine: warmup start value
+  min_lr           cosine: final value
+  weight_decay     decoupled decay coefficient, default 0.05
+  no_decay_standard  True: no decay for params with ndim <= 1, names ending in
+                   'bias', pos_embed(*), cls_token (InternVideo2 rule); False:
+                   decay everything (FAST-VQA)
+  no_decay         extra regexes (fullmatch on the path) excluded from decay
+  layer_decay      None/1.0 = off; else InternVideo2 layer-wise lr decay
+  depth            number of blocks, required with layer_decay
+  layer_decay_prefix  path prefix of the ViT the decay applies to ('' = root,
+                   e.g. 'student/'); leaves outside it get scale 1.0
+  lr_mults         [(regex, mult)], first fullmatch wins, unmatched -> 1.0;
+                   multiplies the layer-decay scale
+  clip_grad_norm   None, or max global norm of the trainable gradients
+  frozen           [regex]: leaves that get no state and no update
+  trainable        [regex]: alternative to `frozen`; everything else is frozen
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from internvqa_jax import tree_paths
+
+Schedule = Callable[[Any], jax.Array]
+
+_DEFAULTS = dict(
+    optimizer="adamw",
+    lr=None,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    schedule="cosine",
+    total_steps=None,
+    warmup_steps=0,
+    warmup_lr=0.0,
+    min_lr=0.0,
+    weight_decay=0.05,
+    no_decay_standard=True,
+    no_decay=(),
+    layer_decay=None,
+    depth=None,
+    layer_decay_prefix="",
+    lr_mults=(),
+    clip_grad_norm=None,
+    frozen=(),
+    trainable=(),
+)
+
+# InternVideo2 `optim_factory` skip list; matched as the last path component.
+NO_DECAY_NAMES = ("pos_embed", "pos_embed_spatial", "pos_embed_temporal", "pos_embed_cls",
+                  "cls_token")
+
+TEACHER_PRESETS = ("paper", "authors_code")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every optimizer field with its default (lr and total_steps must be set)."""
+  cfg = ml_collections.ConfigDict()
+  for k, v in _DEFAULTS.items():
+    cfg[k] = list(v) if isinstance(v, tuple) else v
+  # Typed placeholders: a plain None default would lock these fields to NoneType.
+  for k, t in (("lr", float), ("total_steps", int), ("layer_decay", float), ("depth", int),
+               ("clip_grad_norm", float)):
+    cfg[k] = ml_collections.config_dict.placeholder(t)
+  return cfg
+
+
+def _read_config(cfg: Any) -> dict[str, Any]:
+  if isinstance(cfg, ml_collections.ConfigDict):
+    given = cfg.to_dict()
+  elif isinstance(cfg, Mapping):
+    given = dict(cfg)
+  else:
+    raise TypeError(f"optimizer config must be a ConfigDict or Mapping, got {type(cfg).__name__}")
+  unknown = sorted(set(given) - set(_DEFAULTS))
+  if unknown:
+    raise ValueError(f"unknown optimizer config field(s) {unknown}; known: {sorted(_DEFAULTS)}")
+  c = {**_DEFAULTS, **given}
+  if c["optimizer"] != "adamw":
+    raise ValueError(f"optimizer {c['optimizer']!r} is not supported (only 'adamw')")
+  if c["lr"] is None or not c["lr"] > 0:
+    raise ValueError(f"optimizer config field 'lr' must be > 0, got {c['lr']!r}")
+  if c["frozen"] and c["trainable"]:
+    raise ValueError("set only one of optimizer config fields 'frozen' and 'trainable'")
+  return c
+
+
+# ----------------------------------------------------------------------------
+# Schedules (functions of the optimizer step count; step 0 = first update)
+# ----------------------------------------------------------------------------
+def cosine_schedule(peak_lr: float, total_steps: int, warmup_steps: int = 0,
+                    warmup_lr: float = 0.0, min_lr: float = 0.0) -> Schedule:
+  """InternVideo2 `utils.cosine_scheduler`, indexed per step.
+
+  Warmup is np.linspace(warmup_lr, peak_lr, warmup_steps) (endpoint included,
+  so step warmup_steps - 1 is already the peak); then for i = step - warmup_steps
+  lr = min_lr + 0.5 (peak - min_lr) (1 + cos(pi i / (total - warmup))).
+  The reference array ends at step total - 1; later steps hold min_lr.
+  """
+  if total_steps is None or warmup_steps < 0 or not 0 <= warmup_steps < total_steps:
+    raise ValueError(f"cosine schedule needs 0 <= warmup_steps ({warmup_steps}) < total_steps "
+                     f"({total_steps})")
+  decay_steps = total_steps - warmup_steps
+  warm_den = max(warmup_steps - 1, 1)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warm = warmup_lr + (peak_lr - warmup_lr) * step / warm_den
+    i = jnp.minimum(step - warmup_steps, decay_steps)
+    cos = min_lr + 0.5 * (peak_lr - min_lr) * (1 + jnp.cos(jnp.pi * i / decay_steps))
+    return jnp.where(step < warmup_steps, warm, cos)
+
+  return schedule
+
+
+def fastvqa_schedule(peak_lr: float, total_steps: int, warmup_steps: int) -> Schedule:
+  """FAST-VQA's LambdaLR times the base lr.
+
+  factor = step / warmup for step <= warmup, else
+  0.5 (1 + cos(pi (step - warmup) / total)). The denominator is the total, not
+  total - warmup (so it ends near 0.017, not 0), and step 0 has lr 0.
+  """
+  if total_steps is None or warmup_steps <= 0 or warmup_steps > total_steps:
+    raise ValueError(f"fastvqa schedule needs 0 < warmup_steps ({warmup_steps}) <= total_steps "
+                     f"({total_steps})")
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    cos = 0.5 * (1 + jnp.cos(jnp.pi * (step - warmup_steps) / total_steps))
+    return peak_lr * jnp.where(step <= warmup_steps, step / warmup_steps, cos)
+
+  return schedule
+
+
+def make_schedule(cfg: Any) -> Schedule:
+  """The base lr schedule named by the config's `schedule` field."""
+  return _schedule_from(_read_config(cfg))
+
+
+def _schedule_from(c: dict[str, Any]) -> Schedule:
+  kind = c["schedule"]
+  if kind == "cosine":
+    return cosine_schedule(c["lr"], c["total_steps"], c["warmup_steps"], c["warmup_lr"], c["min_lr"])
+  if kind == "fastvqa":
+    return fastvqa_schedule(c["lr"], c["total_steps"], c["warmup_steps"])
+  if kind == "constant":
+    lr = c["lr"]
+    return lambda step: jnp.full((), lr, jnp.float32)
+  raise ValueError(f"schedule {kind!r} unknown; choose 'cosine', 'fastvqa' or 'constant'")
+
+
+# ----------------------------------------------------------------------------
+# Per-parameter rules
+# ----------------------------------------------------------------------------
+def _ndim(leaf: Any) -> int:
+  return len(np.shape(leaf)) if not hasattr(leaf, "shape") else len(leaf.shape)
+
+
+def decay_mask(params: Mapping[str, Any], standard: bool = True,
+               extra: Sequence[str] = ()) -> dict[str, Any]:
+  """Tree of bools: True where weight decay applies.
+
+  standard=True excludes ndim <= 1 leaves, paths ending in 'bias' and the
+  InternVideo2 skip list (pos_embed*, cls_token); `extra` regexes are excluded
+  too.
+  """
+  extra_c = tree_paths.compile_rules([(r, None) for r in extra], "no_decay regex")
+
+  def decays(path: str, leaf: Any) -> bool:
+    if any(p.fullmatch(path) for p, _ in extra_c):
+      return False
+    if standard:
+      last = path.rsplit("/", 1)[-1]
+      if _ndim(leaf) <= 1 or last.endswith("bias") or last in NO_DECAY_NAMES:
+        return False
+    return True
+
+  return tree_paths.map_with_path(decays, params)
+
+
+def internvideo2_layer_id(path: str, depth: int) -> int:
+  """`get_num_layer_for_vit`: stem -> 0, blocks_j -> j + 1, everything else depth + 1.
+
+  Stem = cls_token, mask_token, pos_embed and patch_embed/*, exactly the
+  reference's name list (so e.g. a separate pos_embed_spatial is top layer).
+  """
+  first = path.split("/", 1)[0]
+  if first in ("cls_token", "mask_token", "pos_embed") or first == "patch_embed":
+    return 0
+  if first.startswith("blocks_"):
+    j = int(first[len("blocks_"):])
+    if not 0 <= j < depth:
+      raise ValueError(f"{path!r}: block index {j} outside 0..{depth - 1} (depth={depth})")
+    return j + 1
+  return depth + 1
+
+
+def layer_decay_scale(path: str, depth: int, decay: float) -> float:
+  """decay ** (depth + 1 - layer_id(path))."""
+  return float(decay) ** (depth + 1 - internvideo2_layer_id(path, depth))
+
+
+def lr_mult_tree(params: Mapping[str, Any], *, layer_decay: float | None = None,
+                 depth: int | None = None, layer_decay_prefix: str = "",
+                 lr_mults: Sequence[tuple[str, float]] = ()) -> dict[str, Any]:
+  """Tree of Python floats: the lr multiplier of every leaf."""
+  use_ld = layer_decay is not None and layer_decay != 1.0
+  if use_ld and (depth is None or depth < 1):
+    raise ValueError(f"layer_decay={layer_decay} needs optimizer config field 'depth' >= 1, got {depth}")
+  mults_c = tree_paths.compile_rules(lr_mults, "lr_mults rule")
+  for p, m in mults_c:
+    if not (isinstance(m, (int, float)) and m > 0):
+      raise ValueError(f"lr_mults {p.pattern!r}: mult must be > 0 (freeze with 'frozen'), got {m!r}")
+  seen_in_scope = False
+
+  def mult(path: str, _leaf: Any) -> float:
+    nonlocal seen_in_scope
+    m = float(tree_paths.first_match(path, mults_c, default=1.0))
+    if use_ld and path.startswith(layer_decay_prefix):
+      seen_in_scope = True
+      m *= layer_decay_scale(path[len(layer_decay_prefix):], depth, layer_decay)
+    return m
+
+  out = tree_paths.map_with_path(mult, params)
+  if use_ld and not seen_in_scope:
+    raise ValueError(f"layer_decay_prefix {layer_decay_prefix!r} matches no parameter")
+  return out
+
+
+def trainable_mask(params: Mapping[str, Any], frozen_regexes: Sequence[str] = (), *,
+                   trainable_regexes: Sequence[str] | None = None) -> dict[str, Any]:
+  """Tree of bools, True = trainable.
+
+  Give either `frozen_regexes` (matching leaves are frozen, the rest trains) or
+  `trainable_regexes` (matching leaves train, the rest is frozen). Every regex
+  must match at least one leaf, so a typo cannot silently freeze nothing.
+  """
+  if trainable_regexes is not None and frozen_regexes:
+    raise ValueError("give frozen_regexes or trainable_regexes, not both")
+  regexes, value_if_match = ((trainable_regexes, True) if trainable_regexes is not None
+                             else (frozen_regexes, False))
+  compiled = tree_paths.compile_rules([(r, None) for r in regexes], "freeze regex")
+  flat = tree_paths.flatten(params)
+  unused = [p.pattern for p, _ in compiled if not any(p.fullmatch(path) for path in flat)]
+  if unused:
+    raise ValueError(f"freeze/trainable regex(es) {unused} match no parameter")
+  mask = {path: (value_if_match if any(p.fullmatch(path) for p, _ in compiled)
+                 else not value_if_match) for path in flat}
+  return tree_paths.unflatten(mask)
+
+
+# ----------------------------------------------------------------------------
+# Teacher presets (distillation spec section 3)
+# ----------------------------------------------------------------------------
+def teacher_trainable_regexes(preset: str, depth: int) -> list[str]:
+  """Trainable parameter regexes of the InternVideo2 teacher.
+
+  'paper': last block + attention pool + fc_norm + head.
+  'authors_code': the same + patch_embed, cls_token, pos_embed (for the
+  classification model this is "everything outside blocks 0..depth-2",
+  the rule in the authors' code).
+  """
+  if depth < 1:
+    raise ValueError(f"depth must be >= 1, got {depth}")
+  paper = [f"blocks_{depth - 1}/.*", "clip_projector/.*", "fc_norm/.*", "head/.*"]
+  if preset == "paper":
+    return paper
+  if preset == "authors_code":
+    return paper + ["patch_embed/.*", "cls_token", "pos_embed"]
+  raise ValueError(f"teacher preset {preset!r} unknown; choose one of {TEACHER_PRESETS}")
+
+
+def frozen_blocks_for_preset(preset: str, depth: int) -> int:
+  """How many leading blocks may run under stop_gradient for this preset.
+
+  'paper': depth - 1 (nothing before the last block trains). 'authors_code':
+  0, because patch_embed / pos_embed train and need gradient through all blocks.
+  """
+  teacher_trainable_regexes(preset, depth)  # validates preset and depth
+  return depth - 1 if preset == "paper" else 0
+
+
+# ----------------------------------------------------------------------------
+# The transformation
+# ----------------------------------------------------------------------------
+class ScaleByGroupLrState(NamedTuple):
+  count: jax.Array
+
+
+def _scale_by_group_lr(schedule: Schedule, mults: Mapping[str, float],
+                       decays: Mapping[str, bool], weight_decay: float) -> optax.GradientTransformation:
+  """u -> -schedule(count) * mult * (u + wd * p [if decays]).
+
+  Looks leaves up by path name rather than zipping trees, so it works inside
+  optax.partition, which hands over trees with MaskedNode placeholders.
+  """
+
+  def check_names(tree):
+    names = jax.tree.leaves(tree_paths.tree_names(tree))
+    unknown = [n for n in names if n not in mults]
+    if unknown:
+      raise ValueError(f"optimizer was built for a different tree; unknown paths {unknown[:10]} "
+                       f"(build it with make_optimizer(cfg, <the tree you optimize>))")
+
+  def init_fn(params):
+    check_names(params)
+    return ScaleByGroupLrState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    if weight_decay and params is None:
+      raise ValueError("weight decay needs params: call tx.update(grads, state, params)")
+    check_names(updates)
+    lr = schedule(state.count)
+
+    def one(keypath, u, p):
+      name = tree_paths.keypath_name(keypath)
+      if weight_decay and decays[name]:
+        u = u + weight_decay * p
+      return (-lr * mults[name]).astype(u.dtype) * u
+
+    p_tree = params if params is not None else updates
+    new = jax.tree_util.tree_map_with_path(one, updates, p_tree)
+    return new, ScaleByGroupLrState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def make_optimizer(cfg: Any, params: Mapping[str, Any]) -> tuple[optax.GradientTransformation,
+                                                                  dict[str, Schedule]]:
+  """Builds the optax transformation for `params` (arrays or ShapeDtypeStructs).
+
+  Returns (tx, {'lr': base schedule}); the lr of a leaf at step s is
+  schedule(s) * mult(leaf) (see `lr_mult_tree`). Call tx.update(grads, state,
+  params) with params (weight decay needs them).
+  """
+  c = _read_config(cfg)
+  schedule = _schedule_from(c)
+  flat = tree_paths.flatten(params)
+  if not flat:
+    raise ValueError("make_optimizer: empty parameter tree")
+  mults = tree_paths.flatten(lr_mult_tree(
+      params, layer_decay=c["layer_decay"], depth=c["depth"],
+      layer_decay_prefix=c["layer_decay_prefix"], lr_mults=[tuple(r) for r in c["lr_mults"]]))
+  decays = tree_paths.flatten(decay_mask(params, c["no_decay_standard"], c["no_decay"]))
+
+  inner = []
+  if c["clip_grad_norm"] is not None:
+    if not c["clip_grad_norm"] > 0:
+      raise ValueError(f"clip_grad_norm must be > 0 or None, got {c['clip_grad_norm']}")
+    inner.append(optax.clip_by_global_norm(c["clip_grad_norm"]))
+  inner.append(optax.scale_by_adam(b1=c["b1"], b2=c["b2"], eps=c["eps"]))
+  inner.append(_scale_by_group_lr(schedule, mults, decays, float(c["weight_decay"])))
+  tx = optax.chain(*inner)
+
+  if c["frozen"] or c["trainable"]:
+    mask = trainable_mask(params, c["frozen"],
+                          trainable_regexes=c["trainable"] if c["trainable"] else None)
+    if not any(tree_paths.flatten(mask).values()):
+      raise ValueError("every parameter is frozen; nothing to optimize")
+    labels = jax.tree.map(lambda t: "trainable" if t else "frozen", mask)
+    tx = optax.partition({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+  return tx, {"lr": schedule}
+
+
+def describe(cfg: Any, params: Mapping[str, Any]) -> list[tuple[str, bool, float, bool]]:
+  """[(path, trainable, lr mult, decays)] for logging the parameter groups."""
+  c = _read_config(cfg)
+  flat = tree_paths.flatten(params)
+  mults = tree_paths.flatten(lr_mult_tree(
+      params, layer_decay=c["layer_decay"], depth=c["depth"],
+      layer_decay_prefix=c["layer_decay_prefix"], lr_mults=[tuple(r) for r in c["lr_mults"]]))
+  decays = tree_paths.flatten(decay_mask(params, c["no_decay_standard"], c["no_decay"]))
+  if c["frozen"] or c["trainable"]:
+    train = tree_paths.flatten(trainable_mask(
+        params, c["frozen"], trainable_regexes=c["trainable"] if c["trainable"] else None))
+  else:
+    train = {p: True for p in flat}
+  return [(p, train[p], mults[p], decays[p]) for p in flat]
+
+
+def ema_update(ema_params: Any, params: Any, decay: float = 0.999) -> Any:
+  """FAST-VQA's parameter EMA after every step: ema <- decay * ema + (1 - decay) * param."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)

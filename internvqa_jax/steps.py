@@ -1,0 +1,126 @@
+"""The jitted train and predict steps for `finetune` and `distill` modes.
+
+A *part* is one model being trained: its Flax module, the view of the batch it
+reads, and its parameters split at the jit boundary into a trainable tree
+(differentiated, optimised, donated) and a frozen tree (a plain input, never
+differentiated, no optimizer state). Merging the two inside the loss gives the
+module its full tree. For the `paper` teacher preset the module also runs its
+frozen trunk under `stop_gradient` (`frozen_blocks`), so no backward pass goes
+through blocks 0..38 at all.
+
+State layout (a pytree, donated to the step):
+  {"step": int32[], "<part>": {"params": trainable, "opt": optax state}, ...}
+Frozen layout (not donated): {"<part>": frozen params}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from internvqa_jax import losses
+from internvqa_jax import tree_paths
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+  name: str                 # "model" (finetune), "student" or "teacher" (distill)
+  module: Any               # Flax module
+  view: str                 # batch key of its input video
+  tx: optax.GradientTransformation
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  mode: str = "finetune"            # "finetune" | "distill"
+  kind: str = "l2"                  # "l2" | "fastvqa" (plcc + 0.3 rank), score loss per model
+  teacher_weight: float = 1.0
+  student_weight: float = 1.0
+  feature_weight: float = 1.0
+  smooth_l1_beta: float = 2.0
+  teacher_feature_grad: bool = True
+
+
+def score_loss(kind: str, pred: jax.Array, label: jax.Array) -> jax.Array:
+  if kind == "l2":
+    return losses.mse(pred, label)
+  if kind == "fastvqa":
+    return losses.fastvqa_loss(pred, label)
+  raise ValueError(f"loss.kind must be 'l2' or 'fastvqa', got {kind!r}")
+
+
+def _apply(part: Part, params, batch, rng, train: bool):
+  rngs = None
+  if train:
+    k1, k2 = jax.random.split(rng)
+    rngs = {"dropout": k1, "drop_path": k2}
+  return part.module.apply({"params": params}, batch[part.view], train=train, rngs=rngs)
+
+
+def make_loss_fn(parts: Mapping[str, Part], cfg: LossConfig) -> Callable:
+  """loss_fn(trainable, frozen, batch, rng) -> (loss, aux metrics)."""
+
+  def loss_fn(trainable, frozen, batch, rng):
+    label = batch["label"].astype(jnp.float32)
+    outs, metrics = {}, {}
+    rngs = dict(zip(parts, jax.random.split(rng, len(parts))))
+    for name, part in parts.items():
+      params = tree_paths.merge_trees(trainable[name], frozen.get(name, {}))
+      outs[name] = _apply(part, params, batch, rngs[name], train=True)
+    if cfg.mode == "finetune":
+      loss = score_loss(cfg.kind, outs["model"]["score"], label)
+      metrics["loss/score"] = loss
+    elif cfg.mode == "distill":
+      l_t = score_loss(cfg.kind, outs["teacher"]["score"], label)
+      l_s = score_loss(cfg.kind, outs["student"]["score"], label)
+      l_f = losses.feature_distill_loss(
+          outs["student"]["feature"], outs["teacher"]["feature"],
+          beta=cfg.smooth_l1_beta, teacher_grad=cfg.teacher_feature_grad)
+      loss = cfg.teacher_weight * l_t + cfg.student_weight * l_s + cfg.feature_weight * l_f
+      metrics.update({"loss/teacher_score": l_t, "loss/student_score": l_s,
+                      "loss/feature": l_f})
+    else:
+      raise ValueError(f"mode must be 'finetune' or 'distill', got {cfg.mode!r}")
+    metrics["loss"] = loss
+    return loss, metrics
+
+  return loss_fn
+
+
+def make_train_step(parts: Mapping[str, Part], cfg: LossConfig,
+                    schedules: Mapping[str, Callable[[jax.Array], jax.Array]] | None = None):
+  """Returns step(state, frozen, batch, rng) -> (state, metrics)."""
+  loss_fn = make_loss_fn(parts, cfg)
+
+  def step(state, frozen, batch, rng):
+    trainable = {name: state[name]["params"] for name in parts}
+    rng = jax.random.fold_in(rng, state["step"])
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        trainable, frozen, batch, rng)
+    new_state = {"step": state["step"] + 1}
+    for name, part in parts.items():
+      # Only trainable gradients exist, so this norm never revives a frozen backward pass.
+      metrics[f"grad_norm/{name}"] = optax.global_norm(grads[name])
+      updates, opt = part.tx.update(grads[name], state[name]["opt"], state[name]["params"])
+      new_state[name] = {"params": optax.apply_updates(state[name]["params"], updates),
+                         "opt": opt}
+      if schedules and name in schedules:
+        metrics[f"lr/{name}"] = schedules[name](state["step"])
+    return new_state, metrics
+
+  return step
+
+
+def make_predict_fn(part: Part):
+  """predict(trainable, frozen, batch) -> score (B,) of one model in eval mode."""
+
+  def predict(trainable, frozen, batch):
+    params = tree_paths.merge_trees(trainable, frozen)
+    score = _apply(part, params, batch, None, train=False)["score"]
+    return score.reshape(score.shape[0], -1)[:, 0].astype(jnp.float32)
+
+  return predict

@@ -1,0 +1,1 @@
+"""PyTorch reference models written from the project's specifications (tests only)."""
