@@ -24,6 +24,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import sys
 import tempfile
 import time
@@ -83,8 +84,9 @@ def make_files(workdir: str, seconds: float, fps: int, gop: int,
     opts = videos.codec_options(spec['codec'], gop=gop, bframes=3,
                                 open_gop=spec['open_gop'], crf=spec['crf'],
                                 preset=spec['preset'])
+    bframes = ', 3 B-frames' if spec['codec'] in ('libx264', 'libx265') else ''
     how = (f"{spec['codec']} {width}x{height} {n} frames @ {fps} fps, "
-           f"GOP {gop}, 3 B-frames, {'open' if spec['open_gop'] else 'closed'}"
+           f"GOP {gop}{bframes}, {'open' if spec['open_gop'] else 'closed'}"
            f" GOP, preset {spec['preset']}, crf {spec['crf']}")
     sidecar = path + '.json'
     if os.path.exists(sidecar) and os.path.exists(path):
@@ -156,7 +158,9 @@ def _clip_task(task):
     frames = _READERS[reader](path, idx, threads)
     clip = np.ascontiguousarray(frames[:, cy:cy + crop, cx:cx + crop])
   except Exception as e:  # pylint: disable=broad-except
-    return dict(ok=False, n=len(idx), error=f'{type(e).__name__}: {e}'[:200])
+    # decord prefixes "[hh:mm:ss] file.cc:line:"; drop it so errors group.
+    msg = re.sub(r'\[\d\d:\d\d:\d\d\] \S+:\d+: ', '', str(e))
+    return dict(ok=False, n=len(idx), error=f'{type(e).__name__}: {msg}'[:200])
   # process_time counts every thread of this worker (decoder threads too).
   wall, cpu = time.perf_counter() - t0, time.process_time() - c0
   codes = []
@@ -234,7 +238,7 @@ def _warm(_):
 
 
 def _row(r):
-  err = '; '.join(r['errors'])[:60]
+  err = '; '.join(e[-70:] for e in r['errors'])
   cpu = f"{r['cpu_s_per_clip']:.3f}" if r['cpu_s_per_clip'] is not None else '-'
   return (f"| {r['file']} | {r['reader']} | {r['clips_per_s']:.2f} | {cpu} | "
           f"{r['frames_exact']:.3f} | {r['frames_wrong']} | {r['failed_clips']} | "

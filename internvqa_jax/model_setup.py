@@ -71,6 +71,13 @@ def input_shape(module, batch: int = 1) -> tuple[int, ...]:
   return (batch, module.num_frames, s, s, 3)
 
 
+def feature_dim(module) -> int:
+  """Width of the module's 'feature' output (shape inference only, nothing is computed)."""
+  x = jax.ShapeDtypeStruct(input_shape(module), jnp.float32)
+  out = jax.eval_shape(lambda v: module.init_with_output(jax.random.key(0), v, train=False)[0], x)
+  return int(out["feature"].shape[-1])
+
+
 def abstract_params(module) -> Any:
   x = jax.ShapeDtypeStruct(input_shape(module), jnp.float32)
   variables = jax.eval_shape(lambda r, v: module.init(r, v, train=False),

@@ -121,6 +121,13 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
     parts[role] = steps_lib.Part(name=role, module=module, view=mcfg.get("view", "video"), tx=tx)
     schedules[role] = sched["lr"]
 
+  if mode == "distill":
+    dims = {r: model_setup.feature_dim(parts[r].module) for r in parts}
+    if dims["teacher"] != dims["student"]:
+      raise ValueError(f"distill: the student's feature has {dims['student']} dims, the teacher's "
+                       f"{dims['teacher']}; the feature loss needs equal widths (InternVideo2 "
+                       f"pool_dim, FAST-VQA's last stage width)")
+
   def init_state(trainable):
     return {"step": jnp.zeros((), jnp.int32),
             **{role: {"params": trainable[role], "opt": parts[role].tx.init(trainable[role])}
@@ -230,16 +237,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       raise FloatingPointError(f"{bad[0]} is {m[bad[0]]} at step {step_done}; stopping. {where}.")
     return step_done, m
 
+  def flush(pending, force=False):
+    """Checks a finished step's metrics and logs them when due (each step exactly once)."""
+    done, m = check(pending)
+    if force or done % log_every == 0 or done == 1:
+      writer.write(done, m)
+      progress.update(done, {k: m[k] for k in m if k.startswith("loss")})
+
   with _Preemption() as preempt:
     step = first_step
     while step < total:
       batch = data.global_batch(next(train_iter), mesh)
       state, metrics = train_step(state, frozen, batch, rng_train)
       if pending is not None:
-        done, m = check(pending)
-        if done % log_every == 0 or done == 1:
-          writer.write(done, m)
-          progress.update(done, {k: m[k] for k in m if k.startswith("loss")})
+        flush(pending)
       step += 1
       pending = (step, metrics)
       if eval_every and step % eval_every == 0 and step < total:
@@ -255,7 +266,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         stop = bool(np.any(multihost_utils.process_allgather(np.array(stop))))
       budget = config.get("stop_after_steps", 0)
       if stop or (budget and step - first_step >= budget and step < total):
-        check(pending)
+        flush(pending, force=True)
         ckpt.save(step, state, data_iter=train_iter, meta=meta, force=True)
         ckpt.close()
         why = "SIGTERM" if stop else f"stop_after_steps={budget}"
@@ -263,9 +274,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         writer.close()
         return {"stopped_at": step}
     if pending is not None:
-      done, m = check(pending)
-      writer.write(done, m)
-      progress.update(done, {k: m[k] for k in m if k.startswith("loss")})
+      flush(pending, force=True)
 
   # ------------------------------------------------- final eval and export --
   if ckpt.latest_step() != step:

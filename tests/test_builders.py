@@ -256,7 +256,8 @@ def test_synthetic_records_decode_and_labels_are_consistent(tiny_builds):
   for r in records:
     assert r['path'] == '' and r['score_kind'] == 'mos' and r['source'] in config.sources
     assert 0 < r['score'] < 100
-    assert r['score'] == pytest.approx(synthetic_video.psnr_to_mos(r['psnr']), abs=1e-3)
+    assert r['score'] == pytest.approx(synthetic_video.dsnr_to_mos(r['dsnr']), abs=1e-3)
+    assert -30 <= r['dsnr'] <= 30 and 20 < r['psnr'] <= 60
     info = decode.probe(r['video_bytes'])
     assert canonical_codec(info.codec) == r['codec']
     assert (info.num_frames, info.width, info.height) == (

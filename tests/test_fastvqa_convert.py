@@ -47,7 +47,7 @@ def _save_released(path, sd):
 
 def _flax_map(model_dir, video):
   model, params = internvqa_jax.models.load(model_dir)
-  out = model.apply({"params": params}, jnp.asarray(video.transpose(0, 2, 3, 4, 1)))
+  out = jax.jit(model.apply)({"params": params}, jnp.asarray(video.transpose(0, 2, 3, 4, 1)))
   return np.asarray(out["map"])
 
 

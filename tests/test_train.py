@@ -259,3 +259,28 @@ def test_stage_init_must_name_an_earlier_stage(tmp_path):
     c.stages = ["distill"]
   with pytest.raises(ValueError, match="names a stage that has not run yet"):
     train.run_stages(c, str(tmp_path))
+
+
+def test_heterogeneous_distill_fastvqa_student(data_dir, tmp_path):
+  """InternVideo2 teacher on clips + FAST-VQA student on its own fragments of the same videos."""
+  workdir = str(tmp_path / "w")
+  arg = f"{CONFIG}:mode=distill,student=fastvqa,steps=2,data_dir={data_dir},ckpt_every=0"
+  r = _cli(["--config", arg, "--workdir", workdir], {"JAX_NUM_CPU_DEVICES": "1"})
+  assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+  assert "student: fastvqa/tiny" in r.stdout
+  losses = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert {"loss/feature", "loss/teacher_score", "loss/student_score"} <= set(losses[0])
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  assert results["student"]["num_videos"] == results["teacher"]["num_videos"] == 16
+  from internvqa_jax import models
+  model, params = models.load(os.path.join(workdir, "export", "student"))
+  assert model.FAMILY == "fastvqa"
+
+
+def test_distill_feature_width_mismatch_is_an_error():
+  config = tiny.get_config("mode=distill,student=fastvqa")
+  with config.unlocked():
+    config.teacher.kwargs.pool_dim = 768
+  mesh = sharding.make_mesh(data=1, fsdp=1, devices=jax.devices()[:1])
+  with pytest.raises(ValueError, match="student's feature has 128 dims, the teacher's 768"):
+    _run(config, mesh)

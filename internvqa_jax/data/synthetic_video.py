@@ -7,11 +7,24 @@ yuv420p, and that exact yuv420p clip is both the encoder input and the full-refe
 The encoded clip is decoded again and compared with the pristine one, so the label measures only what
 the encoder did.
 
-Label: YUV-PSNR per frame, (6 * PSNR_Y + PSNR_U + PSNR_V) / 8 (the weighting used in codec
-comparisons), each plane's PSNR capped at 60 dB, averaged over frames, then mapped to a 0-100
-MOS-like scale by a fixed logistic:  mos = 100 / (1 + exp(-(psnr - 35) / 4)).
-So 35 dB -> 50, 27 dB -> 11.9, 43 dB -> 88.1; higher is better. The midpoint sits near the median PSNR
-of the default grid so that labels spread over the whole scale.
+Content: the 8 colour photographs plus 8 greyscale ones (textures such as brick, grass and gravel,
+and documents, coins, the moon, the cameraman; filmed as neutral-grey colour video), so that a model
+trained on a few sources sees flat, textured, sharp and soft content alike. Every resolution of a
+source is filmed along its own camera path (its own region and zoom of the photograph).
+
+Label: the detail-to-error ratio (DSNR) of the luma, a full-reference score in dB. Per frame,
+  DSNR = 10 log10(D / MSE),  D = mean((Y_ref - G_1(Y_ref))^2),  MSE = mean((Y_dec - Y_ref)^2),
+where G_1 is a Gaussian blur (sigma 1 px) of the pristine luma, so D is the energy of the pristine
+clip's fine detail: 0 dB means the coding error is as strong as all the fine detail the clip had.
+Each frame is clipped to +-30 dB (an exact frame counts as +30 dB), then frames are averaged.
+Unlike PSNR, which rates smooth content high and textured content low at equal coding strength,
+DSNR judges the error against the content's own detail, as contrast masking does in vision: errors
+hide in texture and show on flat areas. Its offsets between sources are smaller and it is what a
+no-reference model can see (loss of detail, blocking relative to the detail present). It is mapped
+to a 0-100 MOS-like scale by a fixed logistic:  mos = 100 / (1 + exp(-DSNR / 4)).
+So 0 dB -> 50, -8 dB -> 11.9, +8 dB -> 88.1; higher is better. The midpoint sits near the median
+DSNR of the default grid. The YUV-PSNR, (6 PSNR_Y + PSNR_U + PSNR_V) / 8 per frame (each plane
+capped at 60 dB) averaged over frames, is stored alongside for reference.
 
 Determinism: rendering is plain NumPy/scikit-image arithmetic with seeds derived from the source name;
 every encoder runs single-threaded (x264 threads=1, x265 pools=none/frame-threads=1, libvpx threads=1
@@ -31,8 +44,10 @@ import zlib
 
 import numpy as np
 
-# Colour natural photographs bundled with scikit-image (file names in skimage/data). Greyscale images
-# and the right view of the motorcycle stereo pair (same scene as the left one) are left out.
+# Natural photographs bundled with scikit-image (file names in skimage/data): the colour ones, then
+# greyscale ones (replicated to neutral grey RGB). Left out: the right view of the motorcycle stereo
+# pair (same scene as the left one), and drawings, synthetic patterns, binary and motion-blurred
+# images (chessboard, horse, logo, phantom, clock_motion, microaneurysms, cell).
 SOURCE_IMAGES = {
     'astronaut': 'astronaut.png',
     'chelsea': 'chelsea.png',
@@ -42,7 +57,16 @@ SOURCE_IMAGES = {
     'motorcycle_left': 'motorcycle_left.png',
     'retina': 'retina.jpg',
     'rocket': 'rocket.jpg',
+    'brick': 'brick.png',
+    'camera': 'camera.png',
+    'coins': 'coins.png',
+    'grass': 'grass.png',
+    'gravel': 'gravel.png',
+    'moon': 'moon.png',
+    'page': 'page.png',
+    'text': 'text.png',
 }
+GREYSCALE_SOURCES = frozenset({'brick', 'camera', 'coins', 'grass', 'gravel', 'moon', 'page', 'text'})
 
 # Central fraction of the image kept before filming: retina has a wide black surround.
 _CENTRE_CROP = {'retina': 0.62}
@@ -66,7 +90,9 @@ ENCODERS = {
 }
 
 PSNR_CAP_DB = 60.0
-MOS_MIDPOINT_DB = 35.0
+DSNR_CAP_DB = 30.0
+DETAIL_SIGMA_PX = 1.0
+MOS_MIDPOINT_DB = 0.0
 MOS_SLOPE_DB = 4.0
 
 
@@ -80,7 +106,7 @@ def skimage_data_dir() -> str:
 
 
 def load_source_image(name: str) -> np.ndarray:
-  """Returns the named bundled photograph as float64 RGB (H, W, 3) in [0, 255]."""
+  """Returns the named bundled photograph as float64 RGB (H, W, 3) in [0, 255] (grey: R = G = B)."""
   if name not in SOURCE_IMAGES:
     raise KeyError(f'Unknown synthetic source {name!r}; known: {sorted(SOURCE_IMAGES)}')
   path = os.path.join(skimage_data_dir(), SOURCE_IMAGES[name])
@@ -90,7 +116,11 @@ def load_source_image(name: str) -> np.ndarray:
         'not ship its sample images (reinstall scikit-image from a wheel).')
   import skimage.io  # pylint: disable=g-import-not-at-top
   image = np.asarray(skimage.io.imread(path))
-  if image.ndim != 3 or image.shape[-1] < 3 or image.dtype != np.uint8:
+  if name in GREYSCALE_SOURCES:
+    if image.ndim != 2 or image.dtype != np.uint8:
+      raise ValueError(f'{path}: expected an 8-bit greyscale image, got {image.dtype} {image.shape}')
+    image = np.repeat(image[..., None], 3, axis=-1)
+  elif image.ndim != 3 or image.shape[-1] < 3 or image.dtype != np.uint8:
     raise ValueError(f'{path}: expected an 8-bit colour image, got {image.dtype} {image.shape}')
   image = image[..., :3].astype(np.float64)
   keep = _CENTRE_CROP.get(name)
@@ -220,15 +250,20 @@ def _plane_psnr(a: np.ndarray, b: np.ndarray) -> float:
   return min(PSNR_CAP_DB, 10 * np.log10(255.0 ** 2 / mse)) if mse > 0 else PSNR_CAP_DB
 
 
-def yuv_psnr(encoded: bytes, reference: list) -> float:
-  """Mean over frames of (6 Y + U + V) / 8 PSNR of the decoded clip against the yuv420p reference."""
+def decode_yuv420p(encoded: bytes, num_frames: int) -> list[np.ndarray]:
+  """Decodes an encoded clip to yuv420p planes, one (H * 3 / 2, W) uint8 array per frame."""
   import av  # pylint: disable=g-import-not-at-top
   with av.open(io.BytesIO(encoded)) as container:
     decoded = [f.to_ndarray(format='yuv420p') for f in container.decode(video=0)]
-  if len(decoded) != len(reference):
-    raise ValueError(f'decoded {len(decoded)} frames, encoded {len(reference)}')
+  if len(decoded) != num_frames:
+    raise ValueError(f'decoded {len(decoded)} frames, encoded {num_frames}')
+  return decoded
+
+
+def yuv_psnr(decoded: list[np.ndarray], reference: list) -> float:
+  """Mean over frames of (6 Y + U + V) / 8 PSNR of decoded yuv420p planes against the reference."""
   scores = []
-  for dec, ref in zip(decoded, reference):
+  for dec, ref in zip(decoded, reference, strict=True):
     ref = ref.to_ndarray()
     h = ref.shape[0] * 2 // 3
     chroma = ref[h:].size // 2
@@ -240,5 +275,24 @@ def yuv_psnr(encoded: bytes, reference: list) -> float:
   return float(np.mean(scores))
 
 
-def psnr_to_mos(psnr_db: float) -> float:
-  return float(100.0 / (1.0 + np.exp(-(psnr_db - MOS_MIDPOINT_DB) / MOS_SLOPE_DB)))
+def detail_snr(decoded: list[np.ndarray], reference: list) -> float:
+  """Mean over frames of the luma detail-to-error ratio (dB) against the reference (module doc)."""
+  import scipy.ndimage  # pylint: disable=g-import-not-at-top
+  scores = []
+  for dec, ref in zip(decoded, reference, strict=True):
+    ref = ref.to_ndarray()
+    h = ref.shape[0] * 2 // 3
+    y_ref = ref[:h].astype(np.float64)
+    mse = float(np.mean((dec[:h].astype(np.float64) - y_ref) ** 2))
+    detail = float(np.mean((y_ref - scipy.ndimage.gaussian_filter(y_ref, DETAIL_SIGMA_PX)) ** 2))
+    if mse == 0:
+      scores.append(DSNR_CAP_DB)
+    elif detail == 0:  # a flat frame: any error is fully visible
+      scores.append(-DSNR_CAP_DB)
+    else:
+      scores.append(min(DSNR_CAP_DB, max(-DSNR_CAP_DB, 10 * np.log10(detail / mse))))
+  return float(np.mean(scores))
+
+
+def dsnr_to_mos(dsnr_db: float) -> float:
+  return float(100.0 / (1.0 + np.exp(-(dsnr_db - MOS_MIDPOINT_DB) / MOS_SLOPE_DB)))

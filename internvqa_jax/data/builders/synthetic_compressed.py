@@ -1,13 +1,15 @@
 """`synthetic_compressed`: the embedded compressed-video quality set (no download).
 
 Each source photograph bundled with scikit-image is filmed with a smooth pan + zoom at several
-small resolutions, encoded by four real encoders (x264, x265, libvpx-vp9, SVT-AV1) at several CRFs
-that run from visually lossless to heavy artefacts, and labelled with a full-reference score: the
-encoded clip is decoded and compared with the pristine yuv420p clip (YUV-PSNR mapped to 0-100 by a
-fixed logistic; see internvqa_jax/data/synthetic_video.py). Higher is better (score_kind 'mos').
-Records embed the MP4 bytes (`video_bytes`).
+small resolutions (each resolution along its own camera path, i.e. its own region of the photo),
+encoded by four real encoders (x264, x265, libvpx-vp9, SVT-AV1) at several CRFs that run from
+visually lossless to heavy artefacts, and labelled with a full-reference score: the encoded clip is
+decoded and compared with the pristine yuv420p clip (luma detail-to-error ratio mapped to 0-100 by
+a fixed logistic; see internvqa_jax/data/synthetic_video.py). Higher is better (score_kind 'mos').
+Records embed the MP4 bytes (`video_bytes`) and also carry the YUV-PSNR (`psnr`) and the DSNR
+behind the score (`dsnr`).
 
-Configs: `default` (what the demo trains on: 8 sources x 3 resolutions x 4 encoders x 5 CRFs = 480
+Configs: `default` (what the demo trains on: 16 sources x 3 resolutions x 4 encoders x 5 CRFs = 960
 clips of 24 frames) and `tiny` (for tests: 2 sources x 2 resolutions x 4 encoders x 2 CRFs, 16
 frames).
 """
@@ -48,7 +50,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 
 DEFAULT_CONFIG = SyntheticConfig(
     name='default',
-    description='8 sources x 3 resolutions x 4 encoders x 5 CRFs, 24 frames at 24 fps.')
+    description='16 sources x 3 resolutions x 4 encoders x 5 CRFs, 24 frames at 24 fps.')
 TINY_CONFIG = SyntheticConfig(
     name='tiny',
     description='Test-size: 2 sources x 2 resolutions x 4 encoders x 2 CRFs, 16 frames.',
@@ -59,11 +61,15 @@ TINY_CONFIG = SyntheticConfig(
 
 
 class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
-  """Camera-motion clips of bundled photographs, really encoded, labelled by full-reference PSNR."""
+  """Camera-motion clips of bundled photographs, really encoded, labelled by full-reference DSNR."""
 
   name = 'synthetic_compressed'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'First release.',
+      '2.0.0': 'Label = luma detail-to-error ratio (was YUV-PSNR); 8 greyscale sources added; '
+               'one camera path per resolution.',
+  }
   BUILDER_CONFIGS = [DEFAULT_CONFIG, TINY_CONFIG]
   DEFAULT_CONFIG_NAME = 'default'
 
@@ -73,7 +79,8 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
         description=__doc__,
         features=common_features(
             video_bytes=tfds.features.Tensor(shape=(), dtype=np.object_),  # the MP4 file
-            psnr=tfds.features.Scalar(np.float32),  # YUV-PSNR (dB) behind the score
+            dsnr=tfds.features.Scalar(np.float32),  # detail-to-error ratio (dB) behind the score
+            psnr=tfds.features.Scalar(np.float32),  # YUV-PSNR (dB), for reference
         ),
         # Keep generation order (sorted by source, resolution, encoder, level): indices are stable
         # and readable, and splits select by source anyway.
@@ -91,16 +98,19 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
     for source in config.sources:
       image = synthetic_video.load_source_image(source)
       for width, height in config.resolutions:
-        # One camera path per source, shared by every resolution (it is in image units).
+        # Each resolution films its own region of the photograph: more distinct content per source
+        # (the split unit stays the photograph).
         path = synthetic_video.random_camera_path(
-            synthetic_video.source_seed(source, config.seed), image.shape[:2], width / height)
+            synthetic_video.source_seed(f'{source}@{width}x{height}', config.seed), image.shape[:2],
+            width / height)
         pristine = synthetic_video.to_yuv420p(
             synthetic_video.render_clip(image, path, width, height, config.num_frames))
         for encoder, levels in config.encoder_levels:
           spec = synthetic_video.ENCODERS[encoder]
           for level in levels:
             data = synthetic_video.encode_clip(pristine, encoder, level, config.fps)
-            psnr = synthetic_video.yuv_psnr(data, pristine)
+            decoded = synthetic_video.decode_yuv420p(data, config.num_frames)
+            dsnr = synthetic_video.detail_snr(decoded, pristine)
             video_id = f'{source}_{width}x{height}_{encoder}_{spec.quality_option}{level}'
             yield video_id, {
                 'dataset': self.name,
@@ -108,7 +118,7 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
                 'source': source,
                 'path': '',
                 'video_bytes': data,
-                'score': synthetic_video.psnr_to_mos(psnr),
+                'score': synthetic_video.dsnr_to_mos(dsnr),
                 'score_kind': 'mos',
                 'num_frames': config.num_frames,
                 'fps': float(config.fps),
@@ -118,5 +128,6 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
                 'codec': spec.codec,
                 'encoder': encoder,
                 'level': level,
-                'psnr': psnr,
+                'dsnr': dsnr,
+                'psnr': synthetic_video.yuv_psnr(decoded, pristine),
             }
