@@ -138,86 +138,74 @@ INTERNVIDEO2 = {
 }
 
 
+# Optimizer steps per epoch at batch 8: training videos of the authors' split / 8.
+STEPS_PER_EPOCH = {"bvihd": 26 * 12 // 8, "waterloo": 16 * 60 // 8}
+
+
 def internvqa_finetune(size: str, dataset: str, arg=None) -> mlc.ConfigDict:
   """InternVQA-S/B/1B: a K400-finetuned InternVideo2 regressed on MOS with L2, 8x224x224 clips."""
   a = parse_arg(arg, runlocal=False, epochs=20, workers=4)
-  m = INTERNVIDEO2[size]
-  steps_per_epoch = {"bvihd": 312 // 8, "waterloo": 960 // 8}[dataset]
-  c = base("finetune", total_steps=a.epochs * steps_per_epoch)
+  m, spe = INTERNVIDEO2[size], STEPS_PER_EPOCH[dataset]
+  c = base("finetune", total_steps=a.epochs * spe)
   c.model = model("internvideo2", m["variant"], init=ckpt(m["init"]), dont_load=["head/.*"],
                   num_outputs=1, drop_path_rate=0.1 if size != "1b" else 0.3,
                   remat=size == "1b")
   c.data = data(dataset, {"video": internvideo2_view()}, workers=a.workers)
-  c.optim = adamw(m["lr"], warmup_steps=steps_per_epoch, layer_decay=m["layer_decay"])
-  c.eval_every = steps_per_epoch * 2
+  c.optim = adamw(m["lr"], warmup_steps=spe, layer_decay=m["layer_decay"])
+  c.eval_every = spe * 2
   if size == "1b":
-    c.mesh.fsdp = -1
-    c.mesh.data = 1
-  if a.runlocal:
-    _runlocal(c)
-  return c
-
-
-def internvqa_distill(size: str, dataset: str, arg=None) -> mlc.ConfigDict:
-  """InternVQA-dist-S/B: 1B teacher (block 39 + head trained) distilled into an S/B student."""
-  a = parse_arg(arg, runlocal=False, epochs=20, workers=4, preset="paper")
-  steps_per_epoch = {"bvihd": 312 // 8, "waterloo": 960 // 8}[dataset]
-  c = base("distill", total_steps=a.epochs * steps_per_epoch)
-  t, s = INTERNVIDEO2["1b"], INTERNVIDEO2[size]
-  c.teacher = model("internvideo2", "1b", init=ckpt(t["init"]), dont_load=["head/.*"],
-                    trainable=a.preset, num_outputs=1, drop_path_rate=0.3, remat=True)
-  c.student = model("internvideo2", s["variant"], init=ckpt(s["init"]), dont_load=["head/.*"],
-                    num_outputs=1, drop_path_rate=0.1)
-  c.data = data(dataset, {"video": internvideo2_view()}, workers=a.workers)
-  c.optim = adamw(s["lr"], warmup_steps=steps_per_epoch, layer_decay=s["layer_decay"])
-  c.teacher_optim = adamw(t["lr"], warmup_steps=steps_per_epoch, layer_decay=t["layer_decay"])
-  c.loss = distill_loss()
-  c.mesh.fsdp = -1
-  c.mesh.data = 1
-  c.eval_every = steps_per_epoch * 2
-  if a.runlocal:
-    _runlocal(c)
-  return c
+    c.mesh.fsdp, c.mesh.data = -1, 1
+  return _runlocal(c) if a.runlocal else c
 
 
 def fastvqa_finetune(dataset: str, arg=None) -> mlc.ConfigDict:
   """FAST-VQA-B finetuned from its released checkpoint with the FAST-VQA recipe."""
   a = parse_arg(arg, runlocal=False, epochs=30, workers=4)
-  steps_per_epoch = {"bvihd": 312 // 8, "waterloo": 960 // 8}[dataset]
-  c = base("finetune", total_steps=a.epochs * steps_per_epoch)
+  spe = STEPS_PER_EPOCH[dataset]
+  c = base("finetune", total_steps=a.epochs * spe)
   c.model = model("fastvqa", "fast_vqa_b", init=ckpt("FAST_VQA_B_1_4"), view="fragments")
   c.data = data(dataset, {"fragments": fastvqa_view("fast_vqa_b")}, workers=a.workers)
-  c.optim = fastvqa_adamw(warmup_steps=2 * steps_per_epoch)
+  c.optim = fastvqa_adamw(warmup_steps=2 * spe)
   c.loss.kind = "fastvqa"
-  c.eval_every = steps_per_epoch * 2
-  if a.runlocal:
-    _runlocal(c)
-  return c
+  c.eval_every = spe * 2
+  return _runlocal(c) if a.runlocal else c
+
+
+def internvqa_distill(size: str, dataset: str, arg=None) -> mlc.ConfigDict:
+  """InternVQA-dist-S/B: 1B teacher (block 39 + head trained) distilled into an S/B student."""
+  a = parse_arg(arg, runlocal=False, epochs=20, workers=4, preset="paper")
+  s = INTERNVIDEO2[size]
+  c = _distill(dataset, a, {"video": internvideo2_view()})
+  c.student = model("internvideo2", s["variant"], init=ckpt(s["init"]), dont_load=["head/.*"],
+                    num_outputs=1, drop_path_rate=0.1)
+  c.optim = adamw(s["lr"], warmup_steps=STEPS_PER_EPOCH[dataset], layer_decay=s["layer_decay"])
+  return _runlocal(c) if a.runlocal else c
 
 
 def fastvqa_distill(dataset: str, arg=None) -> mlc.ConfigDict:
   """FastVQA-dist: the 1B teacher distilled into FAST-VQA-B (heterogeneous: own fragment input)."""
   a = parse_arg(arg, runlocal=False, epochs=30, workers=4, preset="paper")
-  steps_per_epoch = {"bvihd": 312 // 8, "waterloo": 960 // 8}[dataset]
-  c = base("distill", total_steps=a.epochs * steps_per_epoch)
-  t = INTERNVIDEO2["1b"]
+  c = _distill(dataset, a, {"video": internvideo2_view(), "fragments": fastvqa_view("fast_vqa_b")})
+  c.student = model("fastvqa", "fast_vqa_b", init=ckpt("FAST_VQA_B_1_4"), view="fragments")
+  c.optim = fastvqa_adamw(warmup_steps=2 * STEPS_PER_EPOCH[dataset])
+  return _runlocal(c) if a.runlocal else c
+
+
+def _distill(dataset: str, a, views: dict) -> mlc.ConfigDict:
+  """What every Table I distillation shares: the 1B teacher, its optimizer, the loss, FSDP."""
+  t, spe = INTERNVIDEO2["1b"], STEPS_PER_EPOCH[dataset]
+  c = base("distill", total_steps=a.epochs * spe)
   c.teacher = model("internvideo2", "1b", init=ckpt(t["init"]), dont_load=["head/.*"],
                     trainable=a.preset, num_outputs=1, drop_path_rate=0.3, remat=True)
-  c.student = model("fastvqa", "fast_vqa_b", init=ckpt("FAST_VQA_B_1_4"), view="fragments")
-  c.data = data(dataset, {"video": internvideo2_view(), "fragments": fastvqa_view("fast_vqa_b")},
-                workers=a.workers)
-  c.optim = fastvqa_adamw(warmup_steps=2 * steps_per_epoch)
-  c.teacher_optim = adamw(t["lr"], warmup_steps=steps_per_epoch, layer_decay=t["layer_decay"])
+  c.data = data(dataset, views, workers=a.workers)
+  c.teacher_optim = adamw(t["lr"], warmup_steps=spe, layer_decay=t["layer_decay"])
   c.loss = distill_loss()
-  c.mesh.fsdp = -1
-  c.mesh.data = 1
-  c.eval_every = steps_per_epoch * 2
-  if a.runlocal:
-    _runlocal(c)
+  c.mesh.fsdp, c.mesh.data = -1, 1  # The 1B teacher and its Adam states are sharded over all devices.
+  c.eval_every = spe * 2
   return c
 
 
-def _runlocal(c: mlc.ConfigDict) -> None:
+def _runlocal(c: mlc.ConfigDict) -> mlc.ConfigDict:
   """A few steps with tiny batches to check a config end to end on a workstation."""
   c.total_steps = 4
   c.batch_size = 2
@@ -226,3 +214,4 @@ def _runlocal(c: mlc.ConfigDict) -> None:
   c.eval_every = 0
   c.data.eval_batch_size = 2
   c.data.pipeline.worker_count = 0
+  return c

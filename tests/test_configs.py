@@ -1,0 +1,76 @@
+"""Every config file loads, is locked against typos, and builds the models the paper counts."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from internvqa_jax import model_setup
+from internvqa_jax import optim
+from internvqa_jax import tree_paths
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                 if os.path.basename(p) not in ("__init__.py", "common.py"))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_every_table_row_has_a_config():
+  names = {os.path.basename(p)[:-3] for p in CONFIGS}
+  expected = {f"internvqa_{s}_{d}" for s in ("small", "base", "1b") for d in ("bvihd", "waterloo")}
+  expected |= {f"internvqa_dist_{s}_{d}" for s in ("small", "base") for d in ("bvihd", "waterloo")}
+  expected |= {f"fastvqa_{d}" for d in ("bvihd", "waterloo")}
+  expected |= {f"fastvqa_dist_{d}" for d in ("bvihd", "waterloo")}
+  expected |= {"demo"}
+  assert names == expected
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p))
+def test_config_loads_with_run_command_and_runlocal(path):
+  mod = _load(path)
+  name = os.path.basename(path)
+  assert f"--config configs/{name}" in mod.__doc__
+  c = mod.get_config()
+  assert mod.get_config("runlocal") is not None
+  with pytest.raises(ValueError, match="unknown config argument"):
+    mod.get_config("no_such_arg=1")
+  if "stages" not in c:
+    # Optimizer configs are complete: make_optimizer's own validation accepts them.
+    optim._read_config(c.optim.to_dict())
+
+
+@pytest.mark.parametrize("name,role,count", [
+    ("internvqa_dist_small_bvihd", "student", 23_046_145),
+    ("internvqa_base_waterloo", "model", 89_441_281),
+    ("internvqa_dist_base_waterloo", "teacher", 1_020_710_913),
+    ("fastvqa_dist_bvihd", "student", 28_127_901),
+])
+def test_config_models_have_the_paper_parameter_counts(name, role, count):
+  c = _load(os.path.join(REPO, "configs", name + ".py")).get_config()
+  module = model_setup.build_module(c[role], c.compute_dtype)
+  abstract = model_setup.abstract_params(module)
+  assert model_setup.count(abstract) == count
+
+
+def test_paper_preset_trains_only_the_last_block_and_head_of_the_1b_teacher():
+  c = _load(os.path.join(REPO, "configs", "internvqa_dist_small_bvihd.py")).get_config()
+  module = model_setup.build_module(c.teacher, c.compute_dtype)
+  assert module.frozen_blocks == 39 and module.depth == 40
+  abstract = model_setup.abstract_params(module)
+  mask = model_setup.regex_mask(abstract, model_setup.trainable_regexes(c.teacher, 40))
+  trainable, _ = tree_paths.split_tree(abstract, mask)
+  tops = {p.split("/")[0] for p in tree_paths.flatten(trainable)}
+  assert tops == {"blocks_39", "clip_projector", "fc_norm", "head"}
+  # One block (25,248,768) + attention pool (7,042,176) + fc_norm (1,536) + head (769).
+  assert model_setup.count(trainable) == 25_248_768 + 7_042_176 + 1_536 + 769
