@@ -138,7 +138,8 @@ class ModelScorer:
     """Per-view scores (V,) float32 of normalized views (V, T, H, W, 3)."""
     views = np.asarray(views, np.float32)
     if views.shape[1:] != self.view_shape:
-      raise ValueError(f"{self.name}: views of shape {views.shape[1:]}, model expects {self.view_shape}")
+      raise ValueError(f"{self.name}: views of shape {views.shape[1:]}, "
+                       f"model expects {self.view_shape}")
     out = []
     b = self.batch_size
     for start in range(0, len(views), b):
@@ -205,17 +206,23 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
   meta = checkpoint.read_meta(model_dir)
   module, params = models.load(model_dir)
   family = meta["family"]
+  # Models exported by the trainer record the eval view they were validated with; it is the
+  # default protocol here (explicit arguments still win).
+  view = dict(meta.get("eval_view") or {})
   name = name or os.path.basename(model_dir)
   if family == "internvideo2":
     from internvqa_jax.data.transforms import InternVideo2Recipe
     if fragments_variant is not None or fragment_overrides:
       raise ValueError(f"{model_dir}: fragment options apply to FAST-VQA models, not InternVideo2")
     size = int(module.img_size)
-    rs = size if resize_short == _USE_MODEL else resize_short
+    if resize_short == _USE_MODEL:
+      rs = view.get("resize_short", size) if view.get("recipe") == "internvideo2" else size
+    else:
+      rs = resize_short
     recipe = InternVideo2Recipe(num_frames=int(module.num_frames), crop_size=size,
                                 resize_short=None if rs is None else int(rs), flip=False,
-                                test_clips=4 if clips is None else int(clips),
-                                test_crops=3 if crops is None else int(crops))
+                                test_clips=int(clips or view.get("test_clips", 4)),
+                                test_crops=int(crops or view.get("test_crops", 3)))
     num_views = recipe.num_eval_views
     view_shape = (recipe.num_frames, size, size, 3)
     make_views = lambda read, n, rng: recipe.eval(read, n)  # noqa: E731
@@ -230,6 +237,9 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
       raise ValueError(f"{model_dir}: --resize-short applies to InternVideo2 models, "
                        "FAST-VQA samples fragments at native resolution")
     variant = fragments_variant
+    if variant is None and view.get("recipe") == "fastvqa":
+      variant = view.get("variant")
+      fragment_overrides = {**(view.get("overrides") or {}), **(fragment_overrides or {})}
     if variant is None:
       stored = meta.get("variant")
       variant = (stored if stored in fragments.VARIANT_SAMPLING
@@ -257,6 +267,14 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
   if warmup:  # Compile now, so per-video timings are steady-state.
     scorer.predict(np.zeros((bs,) + view_shape, np.float32))
   return scorer
+
+
+def _family_of(model_dir: str) -> str:
+  from internvqa_jax.models import checkpoint
+  if not os.path.isfile(os.path.join(model_dir, checkpoint.META_FILE)):
+    raise FileNotFoundError(f"{model_dir}: not a model directory (no {checkpoint.META_FILE}); "
+                            "expected a converted model or WORKDIR/export/<role>")
+  return checkpoint.read_meta(model_dir)["family"]
 
 
 def _unique_names(model_dirs: Sequence[str]) -> list[str]:
@@ -438,15 +456,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   names = _unique_names(args.model)
+  try:
+    families = [_family_of(d) for d in args.model]
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  # Family-specific flags go to the models they describe (several models of
+  # different families can be scored in one run); a flag no model uses is an error.
+  iv2_opts = dict(crops=args.crops, resize_short=args.resize_short)
+  fvqa_opts = dict(fragments_variant=args.fragments_variant,
+                   fragment_overrides=dict(args.fragment) or None,
+                   test_sampling=args.test_sampling)
+  if "internvideo2" not in families and (args.crops is not None
+                                         or args.resize_short != _USE_MODEL):
+    print("error: --crops/--resize-short apply to InternVideo2 models only", file=sys.stderr)
+    return 2
+  if "fastvqa" not in families and (args.fragments_variant or args.fragment
+                                    or args.test_sampling != "center"):
+    print("error: --fragments-variant/--fragment/--test-sampling apply to FAST-VQA models only",
+          file=sys.stderr)
+    return 2
   scorers = []
-  for name, model_dir in zip(names, args.model):
+  for name, model_dir, family in zip(names, args.model, families):
     t0 = time.perf_counter()
     try:
-      s = load_scorer(model_dir, name=name, clips=args.clips, crops=args.crops,
-                      resize_short=args.resize_short, batch_size=args.batch_size,
-                      fragments_variant=args.fragments_variant,
-                      fragment_overrides=dict(args.fragment) or None,
-                      test_sampling=args.test_sampling)
+      s = load_scorer(model_dir, name=name, clips=args.clips, batch_size=args.batch_size,
+                      **(iv2_opts if family == "internvideo2" else fvqa_opts))
     except (FileNotFoundError, ValueError, TypeError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2

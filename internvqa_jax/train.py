@@ -289,7 +289,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     ckpt_lib.save_params(
         os.path.join(workdir, "export", role), params,
         {"family": part.module.FAMILY, "model_kwargs": models_lib.model_kwargs(part.module),
-         "trained_by": "internvqa_jax.train", "step": int(step), "eval": results[role]},
+         "trained_by": "internvqa_jax.train", "step": int(step), "eval": results[role],
+         "eval_view": data.views[part.view]},  # The test protocol `internvqa_jax.score` reuses.
         overwrite=True)
   if is_main:
     with open(os.path.join(workdir, "results.json"), "w") as f:

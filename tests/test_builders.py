@@ -275,6 +275,29 @@ def test_synthetic_records_decode_and_labels_are_consistent(tiny_builds):
   assert scores.max() - scores.min() > 40  # the grid covers good and bad quality
 
 
+def test_synthetic_detail_snr_known_values():
+  """DSNR = 10 log10(fine-detail energy / luma MSE) per frame, clipped to +-30 dB, then averaged."""
+  import scipy.ndimage  # pylint: disable=g-import-not-at-top
+  rgb = np.random.default_rng(0).integers(0, 256, (3, 16, 24, 3), dtype=np.uint8)
+  rgb[2] = 128  # a flat frame: no detail at all
+  reference = synthetic_video.to_yuv420p(rgb)
+  planes = [f.to_ndarray() for f in reference]
+  decoded = [p.copy() for p in planes]
+  decoded[0][:16, :12] ^= 3  # luma error on frame 0 ...
+  decoded[0][16:] ^= 7  # ... chroma errors do not count
+  decoded[2][0, 0] ^= 1  # any error on a flat frame is fully visible
+  y = planes[0][:16].astype(np.float64)
+  detail = np.mean((y - scipy.ndimage.gaussian_filter(y, 1.0)) ** 2)
+  mse = np.mean((decoded[0][:16].astype(np.float64) - y) ** 2)
+  assert 0 < 10 * np.log10(detail / mse) < 30
+  per_frame = [10 * np.log10(detail / mse), 30.0, -30.0]  # frame 1 is exact, frame 2 flat
+  expected = np.mean(per_frame)
+  assert synthetic_video.detail_snr(decoded, reference) == pytest.approx(expected, abs=1e-9)
+  assert synthetic_video.detail_snr(planes, reference) == 30.0
+  assert synthetic_video.dsnr_to_mos(0.0) == pytest.approx(50.0)
+  assert synthetic_video.dsnr_to_mos(8.0) == pytest.approx(100 / (1 + np.exp(-2)))
+
+
 def test_synthetic_pristine_clip_moves_smoothly():
   image = synthetic_video.load_source_image('astronaut')
   path = synthetic_video.random_camera_path(synthetic_video.source_seed('astronaut', 0),

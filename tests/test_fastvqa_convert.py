@@ -171,3 +171,20 @@ def test_params_to_torch_rejects_wrong_tree():
   del params["vqa_head"]["fc_last"]["bias"]
   with pytest.raises(CheckpointMismatchError, match="vqa_head/fc_last/bias: expected shape"):
     conv.params_to_torch_state_dict(params, "tiny")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["faster_vqa", "fast_vqa_m"])
+def test_full_size_round_trip(tmp_path, variant):
+  model = fastvqa.make(variant)
+  tm = ref.randomize_(ref.FastVQARef.from_model_kwargs(model.model_kwargs()), seed=1)
+  sd = _sd(tm)
+  src = _save_released(tmp_path / "full.pth", sd)
+  meta = conv.convert(src, tmp_path / "m", variant=variant)
+  assert meta["num_params"] == fastvqa.count_params(model)
+  assert meta["verified_buffers"] == 12
+  conv.export(tmp_path / "m", tmp_path / "back.pth")
+  back = torch.load(tmp_path / "back.pth", weights_only=True)["state_dict"]
+  assert list(back) == list(sd)
+  for k, v in sd.items():
+    np.testing.assert_array_equal(back[k].numpy(), v, err_msg=k)

@@ -1,4 +1,4 @@
-"""PyTorch -> Orbax InternVideo2 converter: parity through real files, resampling, errors, export."""
+"""InternVideo2 converter: parity through real files, pos_embed resampling, errors, export."""
 
 import functools
 import json
@@ -126,7 +126,8 @@ def test_full_small_parity_8x224(tmp_path, gelu):
   ref = _ref("small", gelu, seed=13)
   sd = state_dict_numpy(ref)
   src = _write(tmp_path / "small.pth", sd, "module_bf16_pth")
-  ref.load_state_dict({k: torch.from_numpy(v) for k, v in _as_stored(sd, "module_bf16_pth").items()})
+  stored = _as_stored(sd, "module_bf16_pth")
+  ref.load_state_dict({k: torch.from_numpy(v) for k, v in stored.items()})
   conv.convert(src, str(tmp_path / "out"), variant="small", gelu=gelu, **QUIET)
   model, params = internvqa_jax.models.load(str(tmp_path / "out"))
   assert model.num_frames == 8 and model.img_size == 224

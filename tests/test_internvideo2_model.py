@@ -121,7 +121,8 @@ def test_init_follows_the_spec():
 
 def test_pos_embed_init_is_3d_sincos_with_w_first():
   model = iv2.make("tiny")  # C = 64, 2 frames, 2x2 grid.
-  pe = np.asarray(jax.jit(model.init)(jax.random.key(0), _video(model, 1))["params"]["pos_embed"])[0]
+  params = jax.jit(model.init)(jax.random.key(0), _video(model, 1))["params"]
+  pe = np.asarray(params["pos_embed"])[0]
   np.testing.assert_array_equal(pe, posembed.sincos_3d(64, 2, 2))
   c, g = 64, 2
   row = lambda t, h, w: pe[1 + t * g * g + h * g + w]
@@ -140,17 +141,30 @@ def test_pos_embed_init_is_3d_sincos_with_w_first():
 # converter tests).
 
 
-@pytest.mark.parametrize("gelu", ["tanh", "erf"])
-def test_small_width_matches_torch_and_tokens(gelu):
-  model = iv2.make("small", num_frames=2, img_size=28, gelu_approximate=(gelu == "tanh"))
+@pytest.mark.parametrize("gelu,img,impl", [("tanh", 28, None), ("erf", 112, "chunked")])
+def test_small_width_matches_torch_and_tokens(gelu, img, impl):
+  # 112 px: 129 tokens, so 'chunked' runs two query chunks (with padding).
+  model = iv2.make("small", num_frames=2, img_size=img, gelu_approximate=(gelu == "tanh"),
+                   attention_impl=impl)
   ref, params = _random_pair(model, gelu, seed=3)
   video = _video(model)
   ours = _forward(model, params, video, return_tokens_after=5)
   theirs = _torch_forward(ref, video, return_tokens_after=5)
   for k in ("score", "feature", "tokens"):
     assert ours[k].shape == theirs[k].shape
-    _assert_parity(ours[k], theirs[k], f"small-width {gelu} {k}")
+    _assert_parity(ours[k], theirs[k], f"small-width 2x{img} {gelu} {impl} {k}")
   assert ours["score"].dtype == jnp.float32 and ours["feature"].shape == (2, 768)
+
+
+def test_chunked_attention_equals_dot_product_attention():
+  rng = np.random.default_rng(8)
+  q, k, v = (jnp.asarray(rng.standard_normal((2, 300, 3, 16)), jnp.float32) for _ in range(3))
+  want = jax.nn.dot_product_attention(q, k, v, scale=0.3)
+  for chunk in (64, 128, 300, 512):  # Padding, exact fit, single chunk.
+    got = iv2.chunked_attention(q, k, v, 0.3, chunk=chunk)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"chunk {chunk}")
+  with pytest.raises(ValueError, match="attention_impl must be one of"):
+    iv2.attention(q, k, v, 0.3, "flash")
 
 
 def test_multi_output_head_shape():
@@ -180,9 +194,10 @@ def test_bfloat16_forward_close_to_float32():
 # Training knobs.
 
 
-def _loss_grads(model, params, video):
+def _loss_grads(model, params, video, train=False):
   def loss(p):
-    return jnp.sum(model.apply({"params": p}, video)["score"] ** 2)
+    rngs = {"drop_path": jax.random.key(9)} if train else None
+    return jnp.sum(model.apply({"params": p}, video, train=train, rngs=rngs)["score"] ** 2)
   return jax.jit(jax.grad(loss))(params)
 
 
@@ -203,12 +218,14 @@ def test_frozen_blocks_stop_gradients_at_the_boundary():
   assert norm(g_all["patch_embed"]) > 0.0 and norm(g_all["blocks_0"]) > 0.0
 
 
-def test_remat_is_numerically_transparent():
-  model = iv2.make("tiny")
+@pytest.mark.parametrize("train", [False, True])
+def test_remat_is_numerically_transparent(train):
+  """Same gradients with and without remat, drop-path masks included."""
+  model = iv2.make("tiny", drop_path_rate=0.5 if train else 0.0)
   _, params = _random_pair(model, seed=6)
   video = _video(model)
-  g0 = _loss_grads(model, params, video)
-  g1 = _loss_grads(model.clone(remat=True), params, video)
+  g0 = _loss_grads(model, params, video, train)
+  g1 = _loss_grads(model.clone(remat=True), params, video, train)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 

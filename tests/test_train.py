@@ -183,6 +183,10 @@ def test_resume_equals_straight_run(data_dir, tmp_path):
   assert all(np.array_equal(pa[k], pb[k]) for k in pa)
   results = json.load(open(os.path.join(split, "results.json")))
   assert set(results["model"]) >= {"plcc", "srcc", "krcc", "plcc_logistic", "rmse"}
+  # The exported model carries its eval protocol, which the scoring tool reuses.
+  from internvqa_jax import score
+  scorer = score.load_scorer(os.path.join(split, "export", "model"), warmup=False)
+  assert scorer.num_views == 1 and "resize_short=native" in scorer.protocol, scorer.protocol
 
 
 def test_two_processes_match_one_process(data_dir, tmp_path):

@@ -33,17 +33,20 @@ from internvqa_jax.models import posembed
 
 FEATURE_DIM = 768  # Output width of the attention pool (`clip_embed_dim`).
 
+def _arch(c, depth, heads, hidden, frames=8, img=224):
+  return dict(embed_dim=c, depth=depth, num_heads=heads, mlp_hidden=hidden, num_frames=frames,
+              img_size=img)
+
+
 VARIANTS: dict[str, dict[str, int]] = {
-    "small": dict(embed_dim=384, depth=12, num_heads=6, mlp_hidden=1536, num_frames=8, img_size=224),
-    "base": dict(embed_dim=768, depth=12, num_heads=12, mlp_hidden=3072, num_frames=8, img_size=224),
-    "large": dict(embed_dim=1024, depth=24, num_heads=16, mlp_hidden=4096, num_frames=8, img_size=224),
-    # 1B uses mlp_ratio 48/11, i.e. exactly 6144 hidden units.
-    "1b": dict(embed_dim=1408, depth=40, num_heads=16, mlp_hidden=6144, num_frames=8, img_size=224),
-    "6b": dict(embed_dim=3200, depth=48, num_heads=25, mlp_hidden=12800, num_frames=8, img_size=224),
-    # Test-sized models: same code paths, tiny inputs.
-    "tiny": dict(embed_dim=64, depth=2, num_heads=2, mlp_hidden=256, num_frames=2, img_size=28),
-    "tiny_1b_width": dict(embed_dim=1408, depth=2, num_heads=16, mlp_hidden=6144, num_frames=2,
-                          img_size=56),
+    "small": _arch(384, 12, 6, 1536),
+    "base": _arch(768, 12, 12, 3072),
+    "large": _arch(1024, 24, 16, 4096),
+    "1b": _arch(1408, 40, 16, 6144),  # mlp_ratio 48/11, i.e. exactly 6144 hidden units.
+    "6b": _arch(3200, 48, 25, 12800),
+    # Test-sized models: the same code paths on tiny inputs.
+    "tiny": _arch(64, 2, 2, 256, frames=2, img=28),
+    "tiny_1b_width": _arch(1408, 2, 16, 6144, frames=2, img=56),  # 16 heads of 88.
 }
 
 
@@ -115,6 +118,45 @@ def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
   return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
+ATTENTION_IMPLS = (None, "xla", "cudnn", "chunked")
+
+
+def chunked_attention(q, k, v, scale: float, chunk: int = 128):
+  """Exact softmax attention over (B, T, N, H) inputs, queries in chunks.
+
+  Same math as jax.nn.dot_product_attention's XLA path (f32 scores, scale
+  applied to the scores, softmax, weighted sum), but head-major and one
+  query chunk at a time, so a chunk's (N, chunk, T) scores stay in cache.
+  On CPU this is about 2-3x faster than the generic path for 2049 tokens.
+  """
+  b, t, n, h = q.shape
+  q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # (B, N, T, H)
+
+  def attend(qc):
+    s = jnp.einsum("bnqh,bnkh->bnqk", qc, k, preferred_element_type=jnp.float32) * scale
+    p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+    return jnp.einsum("bnqk,bnkh->bnqh", p, v)
+
+  if t <= chunk:
+    o = attend(q)
+  else:
+    chunks = -(-t // chunk)
+    size = -(-t // chunks)  # Even chunks: pad at most chunks - 1 query rows.
+    qp = jnp.pad(q, ((0, 0), (0, 0), (0, chunks * size - t), (0, 0)))
+    qc = qp.reshape(b, n, chunks, size, h).transpose(2, 0, 1, 3, 4)
+    o = jax.lax.map(attend, qc).transpose(1, 2, 0, 3, 4).reshape(b, n, chunks * size, h)[:, :, :t]
+  return o.transpose(0, 2, 1, 3)
+
+
+def attention(q, k, v, scale: float, impl: str | None):
+  """Softmax attention on (B, T, N, H); impl 'chunked' or jax.nn.dot_product_attention's."""
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+  if impl == "chunked":
+    return chunked_attention(q, k, v, scale)
+  return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=impl)
+
+
 class PatchEmbed(nn.Module):
   """Conv3d with stride == kernel == (tubelet, p, p), as a patchify + matmul.
 
@@ -178,8 +220,7 @@ class Attention(nn.Module):
     k = norm(name="k_norm")(k)
     d = c // self.num_heads
     q, k, v = (y.reshape(b, n, self.num_heads, d) for y in (q, k, v))
-    o = jax.nn.dot_product_attention(q, k, v, scale=d ** -0.5,
-                                     implementation=self.attention_impl)
+    o = attention(q, k, v, d ** -0.5, self.attention_impl)
     o = o.reshape(b, n, c)
     return dense(c, kernel_init=trunc_normal(0.02, 1.0 / self.proj_init_div),
                  bias_init=nn.initializers.zeros, name="proj")(o)
@@ -253,8 +294,7 @@ class CrossAttention(nn.Module):
     q = heads(dense(c, name="q")(x_q))
     k = heads(dense(c, name="k")(x_k))
     v = heads(dense(c, name="v")(x_v))
-    o = jax.nn.dot_product_attention(q, k, v, scale=d ** -0.5,
-                                     implementation=self.attention_impl)
+    o = attention(q, k, v, d ** -0.5, self.attention_impl)
     o = o.reshape(o.shape[0], o.shape[1], c)
     return dense(self.out_dim, name="proj")(o)
 
@@ -312,6 +352,8 @@ class InternVideo2(nn.Module):
   remat: bool = False
   dtype: str = "float32"
   param_dtype: str = "float32"
+  # None/'xla'/'cudnn': jax.nn.dot_product_attention(implementation=...);
+  # 'chunked': chunked_attention, the fastest choice on CPU.
   attention_impl: str | None = None
   init_scale: float = 0.001
   layerscale_init: float = 1e-5

@@ -36,7 +36,7 @@ _DEFAULT_LEVELS = (
 @dataclasses.dataclass(eq=False)
 class SyntheticConfig(tfds.core.BuilderConfig):
   sources: tuple[str, ...] = tuple(synthetic_video.SOURCE_IMAGES)
-  resolutions: tuple[tuple[int, int], ...] = ((128, 96), (192, 144), (256, 192))  # (width, height)
+  resolutions: tuple[tuple[int, int], ...] = ((64, 48), (96, 72), (128, 96))  # (width, height)
   encoder_levels: tuple[tuple[str, tuple[int, ...]], ...] = _DEFAULT_LEVELS
   num_frames: int = 24
   fps: int = 24
