@@ -55,7 +55,7 @@ def _optim(a, lr):
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, runlocal=False, steps=400, batch_size=16, frames=2, crop=48, patch=8,
+  a = common.parse_arg(arg, runlocal=False, steps=400, batch_size=32, frames=2, crop=48, patch=8,
                        test_clips=4, test_crops=3, workers=2, data="default", lr=1e-3,
                        untrained=False)
   if a.runlocal:

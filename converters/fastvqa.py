@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import Any, Mapping
 
@@ -321,6 +320,15 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike, overwrite: bool
 # ---------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
+  """Command line; a checkpoint problem prints its full message and returns 1."""
+  try:
+    return _main(argv)
+  except (CheckpointMismatchError, FileExistsError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] == "export":
     ap = argparse.ArgumentParser(prog="python -m converters.fastvqa export",

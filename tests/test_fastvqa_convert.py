@@ -98,8 +98,7 @@ def test_convert_safetensors_and_cli(tmp_path, tiny_torch):
   assert conv.main([src, str(tmp_path / "a"), "--variant", "tiny"]) == 0
   _, params = internvqa_jax.models.load(tmp_path / "a")
   _assert_trees_equal(params, conv.torch_state_dict_to_params(_sd(tiny_torch), "tiny"))
-  with pytest.raises(FileExistsError):
-    conv.main([src, str(tmp_path / "a")])
+  assert conv.main([src, str(tmp_path / "a")]) == 1  # exists, no --overwrite
   assert conv.main([src, str(tmp_path / "a"), "--overwrite"]) == 0
 
 
@@ -134,8 +133,10 @@ def test_key_errors_list_every_offender(tmp_path, tiny_torch):
   assert not os.path.exists(tmp_path / "out")
 
 
-def test_wrong_variant_lists_shapes(tmp_path, tiny_torch):
+def test_wrong_variant_lists_shapes(tmp_path, tiny_torch, capsys):
   src = _save_released(tmp_path / "tiny.pth", _sd(tiny_torch))
+  assert conv.main([str(src), str(tmp_path / "out"), "--variant", "fast_vqa_b"]) == 1
+  assert "fragments_backbone.norm.weight: expected (768,), found (128,)" in capsys.readouterr().err
   with pytest.raises(CheckpointMismatchError) as e:
     conv.convert(src, tmp_path / "out", variant="fast_vqa_m")
   msg = str(e.value)
