@@ -323,6 +323,14 @@ def test_synthetic_missing_images_fail_clearly(tmp_path, monkeypatch):
 def test_synthetic_default_full_build(tmp_path):
   sources.build('synthetic_compressed', str(tmp_path))
   source = sources.open_source('synthetic_compressed', 'full', str(tmp_path))
-  assert len(source) == synthetic_compressed.DEFAULT_CONFIG.num_clips == 480
-  scores = np.array([source[i]['score'] for i in range(len(source))])
+  assert len(source) == synthetic_compressed.DEFAULT_CONFIG.num_clips == 960
+  records = [source[i] for i in range(len(source))]
+  scores = np.array([r['score'] for r in records])
   assert scores.min() < 15 and scores.max() > 90 and scores.std() > 20
+  assert len({r['source'] for r in records}) == 16
+  # Every resolution films its own region: the first frames of one source's resolutions differ.
+  firsts = {(r['width'], r['height']): decode.read_frames(r['video_bytes'], [0])[0]
+            for r in records if r['source'] == 'brick' and r['level'] == 18}
+  small, large = firsts[(64, 48)].astype(np.float64), firsts[(128, 96)].astype(np.float64)
+  large_down = large.reshape(48, 2, 64, 2, 3).mean(axis=(1, 3))
+  assert np.abs(small - large_down).mean() > 10
