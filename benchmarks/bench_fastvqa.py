@@ -51,6 +51,8 @@ def main(argv=None) -> int:
   ap.add_argument("--skip-torch", action="store_true")
   ap.add_argument("--out", help="also write the results as JSON here")
   a = ap.parse_args(argv)
+  # torch's idle OpenMP workers would spin on the cores XLA uses between the alternating runs.
+  os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
   import jax
   import jax.numpy as jnp

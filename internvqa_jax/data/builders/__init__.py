@@ -133,3 +133,20 @@ def check_files(entries: list[dict[str, Any]], inspect) -> tuple[list[dict[str, 
       continue
     records.append({**entry, **dataclasses.asdict(meta)})
   return records, problems
+
+
+def checked_manual_records(dl_manager, name: str, instructions: str, config, list_entries,
+                           inspect) -> list[dict]:
+  """The records of a manually downloaded dataset, or one error listing every problem.
+
+  `list_entries(manual_dir, config) -> (entries, problems)` reads the score file and expected
+  layout; `check_files` then opens every listed file (`inspect`) so that nothing unreadable is
+  indexed.
+  """
+  manual_dir = os.fspath(manual_dir_or_raise(dl_manager, name, instructions))
+  entries, problems = list_entries(manual_dir, config)
+  records, file_problems = check_files(entries, inspect)
+  problems = list(problems) + list(file_problems)
+  if problems:
+    raise DatasetBuildError(name, problems)
+  return records

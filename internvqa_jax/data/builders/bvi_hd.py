@@ -194,13 +194,8 @@ class BviHd(tfds.core.GeneratorBasedBuilder):
                  'and Texture Synthesised Content. IEEE TMM 20(10):2620-2630, 2018.')
 
   def _split_generators(self, dl_manager):
-    manual_dir = os.fspath(common.manual_dir_or_raise(
-        dl_manager, self.name, MANUAL_DOWNLOAD_INSTRUCTIONS))
-    entries, problems = list_entries(manual_dir, self.builder_config)
-    records, file_problems = common.check_files(entries, _inspect)
-    problems += file_problems
-    if problems:
-      raise common.DatasetBuildError(self.name, problems)
+    records = common.checked_manual_records(dl_manager, self.name, MANUAL_DOWNLOAD_INSTRUCTIONS,
+                                            self.builder_config, list_entries, _inspect)
     return {common.FULL_SPLIT: self._generate_examples(records)}
 
   def _generate_examples(self, records):
