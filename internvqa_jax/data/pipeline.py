@@ -505,11 +505,7 @@ def make_eval_batches(records: Sequence[Record], cfg: Any, *, batch_size: int,
 
 def average_per_video(index: np.ndarray, scores: np.ndarray,
                       mask: np.ndarray) -> dict[int, float]:
-  """Mean score over each video's views, ignoring padding (mask False)."""
-  index, scores, mask = np.asarray(index), np.asarray(scores, np.float64), np.asarray(mask, bool)
-  sums: dict[int, float] = {}
-  counts: dict[int, int] = {}
-  for i, s in zip(index[mask].tolist(), scores[mask].tolist()):
-    sums[i] = sums.get(i, 0.0) + s
-    counts[i] = counts.get(i, 0) + 1
-  return {i: sums[i] / counts[i] for i in sorted(sums)}
+  """Mean score over each video's views, ignoring padding (mask False): {record index: mean}."""
+  from internvqa_jax import metrics  # pylint: disable=g-import-not-at-top
+  ids, means = metrics.aggregate_by_video(np.asarray(index), scores, np.asarray(mask, bool))
+  return dict(zip(ids.tolist(), means.tolist()))
