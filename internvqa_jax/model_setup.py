@@ -43,18 +43,13 @@ def build_module(model_cfg, compute_dtype: str):
   kwargs = model_cfg.get("kwargs", None) or {}
   kwargs = dict(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs)
   kwargs.setdefault("dtype", compute_dtype)
-  family = model_cfg.family
-  if family == "internvideo2":
-    depth = _variant_depth(family, model_cfg.variant, kwargs)
-    spec = model_cfg.get("trainable", ".*")
-    if isinstance(spec, str) and spec in TEACHER_PRESETS:
-      # The frozen trunk runs under stop_gradient: no backward pass through it.
-      kwargs.setdefault("frozen_blocks", optim.frozen_blocks_for_preset(spec, depth))
-  return models_lib.make(family, model_cfg.variant, **kwargs)
-
-
-def _variant_depth(family, variant, kwargs):
-  return models_lib.make(family, variant, **kwargs).depth
+  module = models_lib.make(model_cfg.family, model_cfg.variant, **kwargs)
+  spec = model_cfg.get("trainable", ".*")
+  if (isinstance(spec, str) and spec in TEACHER_PRESETS and model_depth(module) is not None
+      and "frozen_blocks" not in kwargs):
+    # The frozen trunk runs under stop_gradient: no backward pass through it.
+    module = module.clone(frozen_blocks=optim.frozen_blocks_for_preset(spec, module.depth))
+  return module
 
 
 def model_depth(module) -> int | None:

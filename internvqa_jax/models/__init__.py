@@ -63,20 +63,11 @@ def make(family: str, variant: str, **overrides: Any):
 
 
 def model_kwargs(module) -> dict[str, Any]:
-  """The JSON-serialisable constructor arguments of a family module (for meta.json)."""
-  import dataclasses
-  out = {}
-  for f in dataclasses.fields(module):
-    if f.name in ("parent", "name") or not f.init:
-      continue
-    v = getattr(module, f.name)
-    if isinstance(v, tuple):
-      v = _tuple_to_list(v)
-    elif not isinstance(v, (str, int, float, bool, list, dict, type(None))):
-      v = str(getattr(v, "__name__", v))  # dtypes
-    out[f.name] = v
-  return out
+  """The JSON-serialisable constructor arguments of a family module (for meta.json).
 
-
-def _tuple_to_list(v):
-  return [_tuple_to_list(x) if isinstance(x, tuple) else x for x in v]
+  Each family owns the definition: FastVQA has a `model_kwargs()` method, InternVideo2 a
+  module-level `model_kwargs(module)`.
+  """
+  if hasattr(module, "model_kwargs"):
+    return module.model_kwargs()
+  return importlib.import_module(_FAMILIES[module.FAMILY][0]).model_kwargs(module)
