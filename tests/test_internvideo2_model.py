@@ -141,9 +141,9 @@ def test_pos_embed_init_is_3d_sincos_with_w_first():
 # converter tests).
 
 
-@pytest.mark.parametrize("gelu,img,impl", [("tanh", 28, None), ("erf", 112, "chunked")])
+@pytest.mark.parametrize("gelu,img,impl", [("tanh", 28, "xla"), ("erf", 112, "chunked")])
 def test_small_width_matches_torch_and_tokens(gelu, img, impl):
-  # 112 px: 129 tokens, so 'chunked' runs two query chunks (with padding).
+  # 'xla' is jax.nn.dot_product_attention's generic path; 'chunked' the CPU default.
   model = iv2.make("small", num_frames=2, img_size=img, gelu_approximate=(gelu == "tanh"),
                    attention_impl=impl)
   ref, params = _random_pair(model, gelu, seed=3)
@@ -160,9 +160,35 @@ def test_chunked_attention_equals_dot_product_attention():
   rng = np.random.default_rng(8)
   q, k, v = (jnp.asarray(rng.standard_normal((2, 300, 3, 16)), jnp.float32) for _ in range(3))
   want = jax.nn.dot_product_attention(q, k, v, scale=0.3)
-  for chunk in (64, 128, 300, 512):  # Padding, exact fit, single chunk.
+  for chunk in (64, 100, 300, 512):  # Padding, exact fit, single chunk.
     got = iv2.chunked_attention(q, k, v, 0.3, chunk=chunk)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"chunk {chunk}")
+  # Pooling shape: one query over 300 keys.
+  np.testing.assert_allclose(iv2.chunked_attention(q[:, :1], k, v, 0.3),
+                             jax.nn.dot_product_attention(q[:, :1], k, v, scale=0.3),
+                             rtol=1e-5, atol=1e-6)
+  # Gradients through the lax.map equal those of the generic path.
+  loss = lambda f: lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v)))
+  got = jax.grad(loss(lambda q, k, v: iv2.chunked_attention(q, k, v, 0.3, chunk=128)),
+                 argnums=(0, 1, 2))(q, k, v)
+  want_g = jax.grad(loss(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=0.3)),
+                    argnums=(0, 1, 2))(q, k, v)
+  for name, a, b in zip("qkv", got, want_g):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"d{name}")
+  # bf16 inputs: bf16 output, float32 softmax inside.
+  qb, kb, vb = (x.astype(jnp.bfloat16) for x in (q, k, v))
+  got_b = iv2.chunked_attention(qb, kb, vb, 0.3, chunk=128)
+  assert got_b.dtype == jnp.bfloat16
+  np.testing.assert_allclose(got_b.astype(jnp.float32), want, atol=3e-2)
+  # The default (None) on CPU: chunked from CHUNKED_MIN_SCORES scores per head, else generic.
+  assert jax.default_backend() == "cpu"
+  for t, chunked in ((300, True), (256, True), (255, False), (200, False)):
+    qt, kt, vt = q[:, :t], k[:, :t], v[:, :t]
+    expect = (iv2.chunked_attention(qt, kt, vt, 0.3) if chunked
+              else jax.nn.dot_product_attention(qt, kt, vt, scale=0.3))
+    np.testing.assert_array_equal(iv2.attention(qt, kt, vt, 0.3, None), expect,
+                                  err_msg=f"{t} tokens")
+  np.testing.assert_array_equal(iv2.attention(q, k, v, 0.3, "xla"), want)
   with pytest.raises(ValueError, match="attention_impl must be one of"):
     iv2.attention(q, k, v, 0.3, "flash")
 
