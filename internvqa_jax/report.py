@@ -27,6 +27,7 @@ of a good model are negative.
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import json
 import math
@@ -39,7 +40,6 @@ import numpy as np
 from internvqa_jax import metrics as metrics_lib
 
 LABEL_COLUMNS = ("mos", "dmos", "score", "label")
-METRIC_COLUMNS = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse")
 
 
 class ReportError(ValueError):
@@ -80,7 +80,7 @@ def read_scores(path: str) -> tuple[list[str], dict[str, np.ndarray]]:
   paths = [r["path"] for r in rows]
   if not paths:
     raise ReportError(f"{path}: no scored videos")
-  dup = sorted({p for p in paths if paths.count(p) > 1})
+  dup = sorted(p for p, n in collections.Counter(paths).items() if n > 1)
   if dup:
     raise ReportError(f"{path}: videos scored more than once: {dup[:10]}")
   preds = {}
@@ -147,10 +147,10 @@ def join_labels(paths: Sequence[str], labels_path: str, label_column: str | None
     by_name = {}
     for k in free:
       by_name.setdefault(os.path.basename(k), []).append(k)
-    score_names = [os.path.basename(p) for p in paths]
+    score_names = collections.Counter(os.path.basename(p) for p in paths)
     for p in unmatched:
       name = os.path.basename(p)
-      if len(by_name.get(name, [])) == 1 and score_names.count(name) == 1:
+      if len(by_name.get(name, [])) == 1 and score_names[name] == 1:
         matched[p] = by_name[name][0]
 
   missing = [p for p in paths if p not in matched]

@@ -99,21 +99,18 @@ class _FrameCache:
     from internvqa_jax.data import decode
     self._decode = decode
     self.path = path
-    self.geometry = {k: v for k, v in geometry.items() if v is not None}
-    if not path.lower().endswith(".yuv"):
-      self.geometry = {}  # width/height/bit_depth describe raw YUV only.
-    self.threads = threads
-    self.num_frames = decode.probe(path, **self.geometry).num_frames
+    raw = path.lower().endswith(".yuv")
+    # The geometry describes raw YUV only; decoder threads apply to compressed files only.
+    geometry = {k: v for k, v in geometry.items() if v is not None} if raw else {}
+    self.num_frames = decode.probe(path, **geometry).num_frames
+    self._read_kw = geometry if raw else {"threads": threads}
     self._frames: dict[int, np.ndarray] = {}
 
   def __call__(self, indices) -> np.ndarray:
     idx = np.asarray(indices, np.int64).reshape(-1)
     missing = np.unique([i for i in idx.tolist() if i not in self._frames]).astype(np.int64)
     if missing.size:
-      kw = dict(self.geometry)
-      if not self.path.lower().endswith(".yuv"):
-        kw["threads"] = self.threads
-      frames = self._decode.read_frames(self.path, missing, **kw)
+      frames = self._decode.read_frames(self.path, missing, **self._read_kw)
       for i, f in zip(missing.tolist(), frames):
         self._frames[i] = f
     return np.stack([self._frames[i] for i in idx.tolist()])
@@ -200,9 +197,6 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
   from internvqa_jax.models import checkpoint
 
   model_dir = os.path.normpath(os.fspath(model_dir))
-  if not os.path.isfile(os.path.join(model_dir, checkpoint.META_FILE)):
-    raise FileNotFoundError(f"{model_dir}: not a model directory (no {checkpoint.META_FILE}); "
-                            "expected a converted model or WORKDIR/export/<role>")
   meta = checkpoint.read_meta(model_dir)
   module, params = models.load(model_dir)
   family = meta["family"]
@@ -271,9 +265,6 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
 
 def _family_of(model_dir: str) -> str:
   from internvqa_jax.models import checkpoint
-  if not os.path.isfile(os.path.join(model_dir, checkpoint.META_FILE)):
-    raise FileNotFoundError(f"{model_dir}: not a model directory (no {checkpoint.META_FILE}); "
-                            "expected a converted model or WORKDIR/export/<role>")
   return checkpoint.read_meta(model_dir)["family"]
 
 

@@ -232,16 +232,16 @@ def test_train_mode_remat_and_gradients(tiny):
                   ["fragment_position_bias_table"]).sum() > 0
   with pytest.raises(Exception, match="dropout|drop_path"):
     jax.eval_shape(lambda p: model.apply({"params": p}, x, train=True), params)
-  # Eval mode ignores both rates and needs no rng.
-  np.testing.assert_array_equal(
-      jax.eval_shape(lambda p: model.apply({"params": p}, x), params)["score"].shape, (2,))
+  # Eval mode (the default) ignores both rates and needs no rng; remat changes no value.
+  out = jax.jit(model.apply)({"params": params}, x)
+  np.testing.assert_allclose(out["map"], ev["map"], atol=1e-6)
 
 
 def test_bf16_compute(tiny):
   model, params, x, ev, _ = tiny
   out = jax.jit(model.clone(dtype="bfloat16").apply)({"params": params}, x)
   assert out["map"].dtype == jnp.float32 and out["feature"].dtype == jnp.float32
-  np.testing.assert_allclose(out["map"], ev["map"], atol=0.1 * np.abs(ev["map"]).max())
+  np.testing.assert_allclose(out["map"], ev["map"], atol=0.05 + 0.05 * np.abs(ev["map"]).max())
 
 
 def test_bad_inputs(tiny):

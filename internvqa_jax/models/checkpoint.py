@@ -85,8 +85,8 @@ def read_meta(src: str | os.PathLike) -> dict[str, Any]:
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"{src} is not a converted model directory: {META_FILE} is missing "
-        "(convert a PyTorch checkpoint with `python -m converters.internvideo2` "
-        "or `python -m converters.fastvqa` first)")
+        "(expected WORKDIR/export/<role> of a training run, or a PyTorch checkpoint "
+        "converted with `python -m converters.internvideo2` or `python -m converters.fastvqa`)")
   with open(path) as f:
     meta = json.load(f)
   if meta.get("format_version") != FORMAT_VERSION:
