@@ -41,13 +41,23 @@ def _time(fn, runs: int, warmup: int) -> list[float]:
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--variant", default="fast_vqa_b")
-  ap.add_argument("--shape", type=int, nargs=3, default=None, metavar=("T", "H", "W"),
-                  help="clip size (default: the variant's nominal input)")
+  ap.add_argument(
+    "--shape",
+    type=int,
+    nargs=3,
+    default=None,
+    metavar=("T", "H", "W"),
+    help="clip size (default: the variant's nominal input)",
+  )
   ap.add_argument("--batch", type=int, default=1)
   ap.add_argument("--runs", type=int, default=5)
   ap.add_argument("--warmup", type=int, default=1)
-  ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                  help="Flax compute dtype (the reference always runs float32)")
+  ap.add_argument(
+    "--dtype",
+    default="float32",
+    choices=["float32", "bfloat16"],
+    help="Flax compute dtype (the reference always runs float32)",
+  )
   ap.add_argument("--skip-torch", action="store_true")
   ap.add_argument("--out", help="also write the results as JSON here")
   a = ap.parse_args(argv)
@@ -68,7 +78,8 @@ def main(argv=None) -> int:
   model = fastvqa.make(a.variant, dtype=a.dtype)
   tm = ref.randomize_(ref.FastVQARef.from_model_kwargs(model.model_kwargs()).eval(), seed=0)
   params = conv.torch_state_dict_to_params(
-      {k: v.numpy() for k, v in tm.state_dict().items()}, model.model_kwargs())
+    {k: v.numpy() for k, v in tm.state_dict().items()}, model.model_kwargs()
+  )
   params = jax.device_put(params)
   x = np.random.default_rng(0).standard_normal((a.batch, 3) + shape).astype(np.float32)
   x_jax = jax.device_put(jnp.asarray(x.transpose(0, 2, 3, 4, 1)))
@@ -79,7 +90,7 @@ def main(argv=None) -> int:
   compile_s = time.perf_counter() - t
   run_flax = lambda: compiled(params, x_jax).block_until_ready()
   flax_t = _time(run_flax, a.runs, a.warmup)
-  rows = [("Flax (jit, %s)" % a.dtype, flax_t)]
+  rows = [(f"Flax (jit, {a.dtype})", flax_t)]
 
   diff = None
   if not a.skip_torch:
@@ -93,25 +104,35 @@ def main(argv=None) -> int:
     rows.append(("PyTorch reference (eval, no_grad, float32)", torch_t))
     diff = float(np.abs(np.asarray(run_flax()) - run_torch().numpy()[:, 0]).max())
 
-  print(f"\nFAST-VQA forward, variant {a.variant}, input {a.batch}x{shape[0]}x{shape[1]}x{shape[2]}, "
-        f"{threads} CPU threads ({platform.processor() or platform.machine()}), "
-        f"jax {jax.__version__}, torch {torch.__version__}\n")
+  print(
+    f"\nFAST-VQA forward, variant {a.variant}, input {a.batch}x{shape[0]}x{shape[1]}x{shape[2]}, "
+    f"{threads} CPU threads ({platform.processor() or platform.machine()}), "
+    f"jax {jax.__version__}, torch {torch.__version__}\n"
+  )
   print("| implementation | median s | min s | runs |")
   print("|---|---|---|---|")
   for name, ts in rows:
     print(f"| {name} | {statistics.median(ts):.3f} | {min(ts):.3f} | {len(ts)} |")
   if len(rows) == 2:
     speedup = statistics.median(rows[1][1]) / statistics.median(rows[0][1])
-    print(f"\nFlax speed-up over PyTorch (medians): {speedup:.2f}x; "
-          f"Flax compile {compile_s:.1f} s; max |map difference| {diff:.2e}")
+    print(
+      f"\nFlax speed-up over PyTorch (medians): {speedup:.2f}x; "
+      f"Flax compile {compile_s:.1f} s; max |map difference| {diff:.2e}"
+    )
   else:
     print(f"\nFlax compile {compile_s:.1f} s")
   if a.out:
     result = {
-        "variant": a.variant, "shape": [a.batch, *shape], "threads": threads, "dtype": a.dtype,
-        "flax_s": flax_t, "flax_compile_s": compile_s,
-        "torch_s": rows[1][1] if len(rows) == 2 else None, "max_abs_map_diff": diff,
-        "jax": jax.__version__, "torch": torch.__version__,
+      "variant": a.variant,
+      "shape": [a.batch, *shape],
+      "threads": threads,
+      "dtype": a.dtype,
+      "flax_s": flax_t,
+      "flax_compile_s": compile_s,
+      "torch_s": rows[1][1] if len(rows) == 2 else None,
+      "max_abs_map_diff": diff,
+      "jax": jax.__version__,
+      "torch": torch.__version__,
     }
     with open(a.out, "w") as f:
       json.dump(result, f, indent=2)

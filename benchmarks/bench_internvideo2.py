@@ -84,13 +84,26 @@ def main(argv=None):
   ap.add_argument("--threads", type=int, default=0, help="0 = all schedulable CPUs")
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--matmul-size", type=int, default=2048)
-  ap.add_argument("--attention", nargs="+", default=["default", "xla"],
-                  choices=["chunked", "default", "xla"],
-                  help="Flax attention_impl values to time ('default' = None: chunked on CPU)")
-  ap.add_argument("--torch", nargs="+", default=["naive", "sdpa"], choices=["naive", "sdpa"],
-                  help="PyTorch reference attention: the spec's non-fused path and/or SDPA")
-  ap.add_argument("--schedule", default="round-robin", choices=["round-robin", "blocks"],
-                  help="interleave the sides each repeat, or time each side's repeats in a block")
+  ap.add_argument(
+    "--attention",
+    nargs="+",
+    default=["default", "xla"],
+    choices=["chunked", "default", "xla"],
+    help="Flax attention_impl values to time ('default' = None: chunked on CPU)",
+  )
+  ap.add_argument(
+    "--torch",
+    nargs="+",
+    default=["naive", "sdpa"],
+    choices=["naive", "sdpa"],
+    help="PyTorch reference attention: the spec's non-fused path and/or SDPA",
+  )
+  ap.add_argument(
+    "--schedule",
+    default="round-robin",
+    choices=["round-robin", "blocks"],
+    help="interleave the sides each repeat, or time each side's repeats in a block",
+  )
   ap.add_argument("--out", help="write the numbers as JSON here")
   a = ap.parse_args(argv)
   threads = _pin(a.threads)
@@ -101,9 +114,10 @@ def main(argv=None):
   import torch
 
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+  from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_numpy
+
   from converters import internvideo2 as conv
   from internvqa_jax.models import internvideo2 as iv2
-  from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_numpy
 
   torch.set_num_threads(threads)
   torch.set_num_interop_threads(1)
@@ -111,14 +125,22 @@ def main(argv=None):
   model = iv2.make(a.variant, num_frames=a.frames, img_size=a.img)
   refs = {}
   for name in ["sdpa", "naive"]:  # Same weights; the sdpa copy is randomised first.
-    refs[name] = InternVideo2Ref(model.embed_dim, model.depth, model.num_heads, model.mlp_hidden,
-                                 model.num_frames, model.img_size, gelu="tanh",
-                                 use_sdpa=name == "sdpa").eval()
+    refs[name] = InternVideo2Ref(
+      model.embed_dim,
+      model.depth,
+      model.num_heads,
+      model.mlp_hidden,
+      model.num_frames,
+      model.img_size,
+      gelu="tanh",
+      use_sdpa=name == "sdpa",
+    ).eval()
   randomize_(refs["sdpa"], 0)
   refs["naive"].load_state_dict(refs["sdpa"].state_dict())
   ref = refs["sdpa"]
-  params = jax.device_put(conv.torch_state_dict_to_params(state_dict_numpy(ref),
-                                                          iv2.model_kwargs(model)))
+  params = jax.device_put(
+    conv.torch_state_dict_to_params(state_dict_numpy(ref), iv2.model_kwargs(model))
+  )
   video = np.random.default_rng(0).standard_normal(model.input_shape(a.batch)).astype(np.float32)
   video_t = torch.from_numpy(video).permute(0, 4, 1, 2, 3).contiguous()
   video_j = jax.device_put(video)
@@ -146,10 +168,14 @@ def main(argv=None):
     out_j = compiled(params, video_j)  # Warm-up, and a check that both compute the same.
     diff = float(np.abs(np.asarray(out_j["score"]) - out_t["score"].numpy()).max())
     runners[impl or "default"] = functools.partial(
-        lambda c: jax.block_until_ready(c(params, video_j)), compiled)
+      lambda c: jax.block_until_ready(c(params, video_j)), compiled
+    )
     runners[impl or "default"]()
-    flax_runs[impl or "default"] = {"compile_s": compile_s, "score_max_abs_diff_vs_torch": diff,
-                                    "xla_flops": float(cost.get("flops", "nan")) if cost else None}
+    flax_runs[impl or "default"] = {
+      "compile_s": compile_s,
+      "score_max_abs_diff_vs_torch": diff,
+      "xla_flops": float(cost.get("flops", "nan")) if cost else None,
+    }
   for name in a.torch:
     runners["torch_" + name] = functools.partial(run_torch, name)
   times = {k: [] for k in runners}
@@ -165,9 +191,10 @@ def main(argv=None):
       times[k] = _time(run, a.repeats)[1]
   for k in flax_runs:
     flax_runs[k].update(s=statistics.median(times[k]), times=times[k])
-  torch_s = {k[len("torch_"):]: statistics.median(v) for k, v in times.items()
-             if k.startswith("torch_")}
-  torch_all = {k[len("torch_"):]: v for k, v in times.items() if k.startswith("torch_")}
+  torch_s = {
+    k[len("torch_") :]: statistics.median(v) for k, v in times.items() if k.startswith("torch_")
+  }
+  torch_all = {k[len("torch_") :]: v for k, v in times.items() if k.startswith("torch_")}
 
   # Matmul peak on the same threads.
   m = a.matmul_size
@@ -178,51 +205,87 @@ def main(argv=None):
   mm = jax.jit(jnp.dot)
   jax.block_until_ready(mm(xj, xj))
   jmm_s = min(_time(lambda: jax.block_until_ready(mm(xj, xj)), 5)[1])
-  peak = 2 * m ** 3 / min(np_s, jmm_s) / 1e9
+  peak = 2 * m**3 / min(np_s, jmm_s) / 1e9
 
   flops = a.batch * forward_flops(model.embed_dim, model.depth, model.mlp_hidden, a.frames, a.img)
   rows = []
-  labels = {"default": "Flax jit, attention_impl=None (chunked on CPU)",
-            "chunked": "Flax jit, attention_impl='chunked'",
-            "xla": "Flax jit, attention_impl='xla' (generic jax.nn.dot_product_attention)",
-            "torch_naive": "PyTorch eager, reference (non-fused attention)",
-            "torch_sdpa": "PyTorch eager, SDPA attention"}
+  labels = {
+    "default": "Flax jit, attention_impl=None (chunked on CPU)",
+    "chunked": "Flax jit, attention_impl='chunked'",
+    "xla": "Flax jit, attention_impl='xla' (generic jax.nn.dot_product_attention)",
+    "torch_naive": "PyTorch eager, reference (non-fused attention)",
+    "torch_sdpa": "PyTorch eager, SDPA attention",
+  }
   named = [(labels[k], v["s"]) for k, v in flax_runs.items()]
   named += [(labels["torch_" + k], v) for k, v in torch_s.items()]
   for name, s in named:
     gflops = flops / s / 1e9
-    rows.append({"impl": name, "s_per_clip": s / a.batch, "gflops": gflops,
-                 "peak_fraction": gflops / peak,
-                 **{f"speedup_vs_torch_{k}": v / s for k, v in torch_s.items()}})
+    rows.append(
+      {
+        "impl": name,
+        "s_per_clip": s / a.batch,
+        "gflops": gflops,
+        "peak_fraction": gflops / peak,
+        **{f"speedup_vs_torch_{k}": v / s for k, v in torch_s.items()},
+      }
+    )
 
-  print(f"\nInternVideo2-{a.variant} forward, {a.batch}x{a.frames}x{a.img}x{a.img}, float32, "
-        f"{threads} thread(s), median of {a.repeats}\n")
+  print(
+    f"\nInternVideo2-{a.variant} forward, {a.batch}x{a.frames}x{a.img}x{a.img}, float32, "
+    f"{threads} thread(s), median of {a.repeats}\n"
+  )
   vs = list(torch_s)
-  print("| implementation | s / clip | GFLOP/s | fraction of matmul peak | "
-        + " | ".join(f"speedup vs PyTorch {k}" for k in vs) + " |")
+  print(
+    "| implementation | s / clip | GFLOP/s | fraction of matmul peak | "
+    + " | ".join(f"speedup vs PyTorch {k}" for k in vs)
+    + " |"
+  )
   print("|---|---|---|---|" + "---|" * len(vs))
   for r in rows:
-    print(f"| {r['impl']} | {r['s_per_clip']:.3f} | {r['gflops']:.1f} | "
-          f"{r['peak_fraction']:.2f} | "
-          + " | ".join(f"{r['speedup_vs_torch_' + k]:.2f}x" for k in vs) + " |")
-  print(f"\nA clip at the matmul peak would take {flops / a.batch / peak / 1e9:.3f} s; PyTorch "
-        f"reference non-fused vs SDPA score max abs diff {torch_diff:.2e}")
+    print(
+      f"| {r['impl']} | {r['s_per_clip']:.3f} | {r['gflops']:.1f} | "
+      f"{r['peak_fraction']:.2f} | "
+      + " | ".join(f"{r['speedup_vs_torch_' + k]:.2f}x" for k in vs)
+      + " |"
+    )
+  print(
+    f"\nA clip at the matmul peak would take {flops / a.batch / peak / 1e9:.3f} s; PyTorch "
+    f"reference non-fused vs SDPA score max abs diff {torch_diff:.2e}"
+  )
   # cost_analysis counts a while loop's body once, so only the unchunked
   # program is a fair cross-check of the analytic count.
   xla = flax_runs.get("xla", {}).get("xla_flops") or float("nan")
-  print(f"analytic FLOPs/clip {flops / a.batch / 1e9:.2f} G; XLA cost_analysis "
-        f"(attention_impl='xla') {xla / a.batch / 1e9:.2f} G")
-  print(f"float32 matmul peak ({m}^3): {peak:.1f} GFLOP/s (numpy {2 * m**3 / np_s / 1e9:.1f}, "
-        f"jax {2 * m**3 / jmm_s / 1e9:.1f})")
+  print(
+    f"analytic FLOPs/clip {flops / a.batch / 1e9:.2f} G; XLA cost_analysis "
+    f"(attention_impl='xla') {xla / a.batch / 1e9:.2f} G"
+  )
+  print(
+    f"float32 matmul peak ({m}^3): {peak:.1f} GFLOP/s (numpy {2 * m**3 / np_s / 1e9:.1f}, "
+    f"jax {2 * m**3 / jmm_s / 1e9:.1f})"
+  )
   for k, v in flax_runs.items():
-    print(f"attention_impl={k}: XLA compile {v['compile_s']:.1f} s, score max abs diff vs "
-          f"torch {v['score_max_abs_diff_vs_torch']:.2e}")
+    print(
+      f"attention_impl={k}: XLA compile {v['compile_s']:.1f} s, score max abs diff vs "
+      f"torch {v['score_max_abs_diff_vs_torch']:.2e}"
+    )
 
-  result = {"variant": a.variant, "frames": a.frames, "img": a.img, "batch": a.batch,
-            "threads": threads, "repeats": a.repeats, "rows": rows, "flax": flax_runs,
-            "torch_times": torch_all, "torch_naive_vs_sdpa_score_diff": torch_diff,
-            "flops_per_clip": flops / a.batch, "s_per_clip_at_peak": flops / a.batch / peak / 1e9,
-            "matmul_peak_gflops": peak, "jax": jax.__version__, "torch": torch.__version__}
+  result = {
+    "variant": a.variant,
+    "frames": a.frames,
+    "img": a.img,
+    "batch": a.batch,
+    "threads": threads,
+    "repeats": a.repeats,
+    "rows": rows,
+    "flax": flax_runs,
+    "torch_times": torch_all,
+    "torch_naive_vs_sdpa_score_diff": torch_diff,
+    "flops_per_clip": flops / a.batch,
+    "s_per_clip_at_peak": flops / a.batch / peak / 1e9,
+    "matmul_peak_gflops": peak,
+    "jax": jax.__version__,
+    "torch": torch.__version__,
+  }
   if a.out:
     with open(a.out, "w") as f:
       json.dump(result, f, indent=2)

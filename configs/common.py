@@ -14,12 +14,11 @@ from internvqa_jax import optim
 
 # Datasets: TFDS name, named content-disjoint split, label transform, frames used per clip.
 DATASETS = {
-    # DMOS/100 as the authors train (higher = worse); SRCC/PLCC are reported against DMOS.
-    "bvihd": dict(dataset="bvi_hd", split="authors", labels=dict(scale=0.01, flip_dmos=False)),
-    "waterloo": dict(dataset="waterloo_ivc_4k", split="authors", labels=dict(scale=0.01)),
-    "synthetic": dict(dataset="synthetic_compressed", split="heldout", labels=dict(scale=0.01)),
+  # DMOS/100 as the authors train (higher = worse); SRCC/PLCC are reported against DMOS.
+  "bvihd": dict(dataset="bvi_hd", split="authors", labels=dict(scale=0.01, flip_dmos=False)),
+  "waterloo": dict(dataset="waterloo_ivc_4k", split="authors", labels=dict(scale=0.01)),
+  "synthetic": dict(dataset="synthetic_compressed", split="heldout", labels=dict(scale=0.01)),
 }
-
 
 
 def parse_arg(arg: str | None, **defaults):
@@ -34,8 +33,11 @@ def parse_arg(arg: str | None, **defaults):
     if not eq:
       cfg[key] = True
     else:
-      cfg[key] = type(cfg[key])(value) if not isinstance(cfg[key], bool) else value.lower() in (
-          "1", "true", "yes")
+      cfg[key] = (
+        type(cfg[key])(value)
+        if not isinstance(cfg[key], bool)
+        else value.lower() in ("1", "true", "yes")
+      )
   return cfg
 
 
@@ -45,39 +47,90 @@ def ckpt(name: str) -> str:
   Override per run with --config.model.init=/path (or .teacher.init / .student.init).
   """
   import os
+
   return os.path.join(os.environ.get("INTERNVQA_CKPT_DIR", "$INTERNVQA_CKPT_DIR"), name)
 
 
-def model(family: str, variant: str, *, init: str = "", dont_load=(), trainable=".*",
-          view: str = "video", **kwargs) -> mlc.ConfigDict:
-  return mlc.ConfigDict(dict(
-      family=family, variant=variant, init=init, dont_load=list(dont_load),
-      trainable=trainable, view=view, kwargs=dict(kwargs)))
+def model(
+  family: str,
+  variant: str,
+  *,
+  init: str = "",
+  dont_load=(),
+  trainable=".*",
+  view: str = "video",
+  **kwargs,
+) -> mlc.ConfigDict:
+  return mlc.ConfigDict(
+    dict(
+      family=family,
+      variant=variant,
+      init=init,
+      dont_load=list(dont_load),
+      trainable=trainable,
+      view=view,
+      kwargs=dict(kwargs),
+    )
+  )
 
 
-def internvideo2_view(num_frames=8, crop_size=224, resize_short=224, test_clips=4, test_crops=3,
-                      flip=True) -> dict:
-  return dict(recipe="internvideo2", num_frames=num_frames, crop_size=crop_size,
-              resize_short=resize_short, flip=flip, test_clips=test_clips, test_crops=test_crops)
+def internvideo2_view(
+  num_frames=8, crop_size=224, resize_short=224, test_clips=4, test_crops=3, flip=True
+) -> dict:
+  return dict(
+    recipe="internvideo2",
+    num_frames=num_frames,
+    crop_size=crop_size,
+    resize_short=resize_short,
+    flip=flip,
+    test_clips=test_clips,
+    test_crops=test_crops,
+  )
 
 
 def fastvqa_view(variant="fast_vqa_b") -> dict:
   return dict(recipe="fastvqa", variant=variant)
 
 
-def data(name: str, views: dict, *, data_dir: str = "", manual_dir: str = "", build: bool = False,
-         workers: int = 2, eval_batch_size: int = 8) -> mlc.ConfigDict:
+def data(
+  name: str,
+  views: dict,
+  *,
+  data_dir: str = "",
+  manual_dir: str = "",
+  build: bool = False,
+  workers: int = 2,
+  eval_batch_size: int = 8,
+) -> mlc.ConfigDict:
   d = DATASETS[name]
-  return mlc.ConfigDict(dict(
-      dataset=d["dataset"], split=d["split"], data_dir=data_dir, manual_dir=manual_dir,
-      build=build, eval_batch_size=eval_batch_size,
-      pipeline=dict(views=views, labels=dict(d["labels"]), worker_count=workers,
-                    prefetch_buffer_size=2)))
+  return mlc.ConfigDict(
+    dict(
+      dataset=d["dataset"],
+      split=d["split"],
+      data_dir=data_dir,
+      manual_dir=manual_dir,
+      build=build,
+      eval_batch_size=eval_batch_size,
+      pipeline=dict(
+        views=views, labels=dict(d["labels"]), worker_count=workers, prefetch_buffer_size=2
+      ),
+    )
+  )
 
 
-def adamw(lr: float, *, warmup_steps: int, layer_decay=None, weight_decay=0.05, min_lr=1e-6,
-          warmup_lr=1e-6, clip_grad_norm=None, lr_mults=(), no_decay_standard=True,
-          schedule="cosine") -> mlc.ConfigDict:
+def adamw(
+  lr: float,
+  *,
+  warmup_steps: int,
+  layer_decay=None,
+  weight_decay=0.05,
+  min_lr=1e-6,
+  warmup_lr=1e-6,
+  clip_grad_norm=None,
+  lr_mults=(),
+  no_decay_standard=True,
+  schedule="cosine",
+) -> mlc.ConfigDict:
   """InternVideo2 finetuning optimizer: AdamW (0.9, 0.999, 1e-8), warmup + cosine per step."""
   cfg = optim.default_config()
   cfg.lr = lr
@@ -97,9 +150,15 @@ def adamw(lr: float, *, warmup_steps: int, layer_decay=None, weight_decay=0.05, 
 
 def fastvqa_adamw(*, warmup_steps: int) -> mlc.ConfigDict:
   """FAST-VQA recipe: head lr 1e-3, backbone lr 1e-4 (x0.1), weight decay 0.05 on everything."""
-  return adamw(1e-3, warmup_steps=warmup_steps, min_lr=0.0, warmup_lr=0.0,
-               lr_mults=[("fragments_backbone/.*", 0.1)], no_decay_standard=False,
-               schedule="fastvqa")
+  return adamw(
+    1e-3,
+    warmup_steps=warmup_steps,
+    min_lr=0.0,
+    warmup_lr=0.0,
+    lr_mults=[("fragments_backbone/.*", 0.1)],
+    no_decay_standard=False,
+    schedule="fastvqa",
+  )
 
 
 def base(mode: str, *, total_steps: int, batch_size: int = 8) -> mlc.ConfigDict:
@@ -124,17 +183,23 @@ def base(mode: str, *, total_steps: int, batch_size: int = 8) -> mlc.ConfigDict:
 
 def distill_loss(**overrides) -> dict:
   """L2(teacher) + L2(student) + SmoothL1(beta 2) on parameter-free-LayerNormed 768-d features."""
-  d = dict(kind="l2", teacher_weight=1.0, student_weight=1.0, feature_weight=1.0,
-           smooth_l1_beta=2.0, teacher_feature_grad=True)
+  d = dict(
+    kind="l2",
+    teacher_weight=1.0,
+    student_weight=1.0,
+    feature_weight=1.0,
+    smooth_l1_beta=2.0,
+    teacher_feature_grad=True,
+  )
   d.update(overrides)
   return d
 
 
 # InternVideo2 students/teachers of Table I: converted K400 finetuned checkpoints.
 INTERNVIDEO2 = {
-    "small": dict(variant="small", init="S14_ft_k710_ft_k400_f8", layer_decay=0.75, lr=2e-5),
-    "base": dict(variant="base", init="B14_ft_k710_ft_k400_f8", layer_decay=0.75, lr=2e-5),
-    "1b": dict(variant="1b", init="1B_ft_k710_ft_k400_f8", layer_decay=0.9, lr=1e-5),
+  "small": dict(variant="small", init="S14_ft_k710_ft_k400_f8", layer_decay=0.75, lr=2e-5),
+  "base": dict(variant="base", init="B14_ft_k710_ft_k400_f8", layer_decay=0.75, lr=2e-5),
+  "1b": dict(variant="1b", init="1B_ft_k710_ft_k400_f8", layer_decay=0.9, lr=1e-5),
 }
 
 
@@ -147,9 +212,15 @@ def internvqa_finetune(size: str, dataset: str, arg=None) -> mlc.ConfigDict:
   a = parse_arg(arg, runlocal=False, epochs=20, workers=4)
   m, spe = INTERNVIDEO2[size], STEPS_PER_EPOCH[dataset]
   c = base("finetune", total_steps=a.epochs * spe)
-  c.model = model("internvideo2", m["variant"], init=ckpt(m["init"]), dont_load=["head/.*"],
-                  num_outputs=1, drop_path_rate=0.1 if size != "1b" else 0.3,
-                  remat=size == "1b")
+  c.model = model(
+    "internvideo2",
+    m["variant"],
+    init=ckpt(m["init"]),
+    dont_load=["head/.*"],
+    num_outputs=1,
+    drop_path_rate=0.1 if size != "1b" else 0.3,
+    remat=size == "1b",
+  )
   c.data = data(dataset, {"video": internvideo2_view()}, workers=a.workers)
   c.optim = adamw(m["lr"], warmup_steps=spe, layer_decay=m["layer_decay"])
   c.eval_every = spe * 2
@@ -176,8 +247,14 @@ def internvqa_distill(size: str, dataset: str, arg=None) -> mlc.ConfigDict:
   a = parse_arg(arg, runlocal=False, epochs=20, workers=4, preset="paper")
   s = INTERNVIDEO2[size]
   c = _distill(dataset, a, {"video": internvideo2_view()})
-  c.student = model("internvideo2", s["variant"], init=ckpt(s["init"]), dont_load=["head/.*"],
-                    num_outputs=1, drop_path_rate=0.1)
+  c.student = model(
+    "internvideo2",
+    s["variant"],
+    init=ckpt(s["init"]),
+    dont_load=["head/.*"],
+    num_outputs=1,
+    drop_path_rate=0.1,
+  )
   c.optim = adamw(s["lr"], warmup_steps=STEPS_PER_EPOCH[dataset], layer_decay=s["layer_decay"])
   return _runlocal(c) if a.runlocal else c
 
@@ -195,12 +272,23 @@ def _distill(dataset: str, a, views: dict) -> mlc.ConfigDict:
   """What every Table I distillation shares: the 1B teacher, its optimizer, the loss, FSDP."""
   t, spe = INTERNVIDEO2["1b"], STEPS_PER_EPOCH[dataset]
   c = base("distill", total_steps=a.epochs * spe)
-  c.teacher = model("internvideo2", "1b", init=ckpt(t["init"]), dont_load=["head/.*"],
-                    trainable=a.preset, num_outputs=1, drop_path_rate=0.3, remat=True)
+  c.teacher = model(
+    "internvideo2",
+    "1b",
+    init=ckpt(t["init"]),
+    dont_load=["head/.*"],
+    trainable=a.preset,
+    num_outputs=1,
+    drop_path_rate=0.3,
+    remat=True,
+  )
   c.data = data(dataset, views, workers=a.workers)
   c.teacher_optim = adamw(t["lr"], warmup_steps=spe, layer_decay=t["layer_decay"])
   c.loss = distill_loss()
-  c.mesh.fsdp, c.mesh.data = -1, 1  # The 1B teacher and its Adam states are sharded over all devices.
+  c.mesh.fsdp, c.mesh.data = (
+    -1,
+    1,
+  )  # The 1B teacher and its Adam states are sharded over all devices.
   c.eval_every = spe * 2
   return c
 

@@ -39,10 +39,16 @@ def _stage(mode, a, steps):
   c.keep_best = False
   # Native-resolution crops (resizing would blur the artefacts) that cover most of the small
   # frames, so that a crop's quality is close to its clip's label; several test views per video.
-  view = common.internvideo2_view(num_frames=a.frames, crop_size=a.crop, resize_short=None,
-                                  test_clips=a.test_clips, test_crops=a.test_crops)
-  c.data = common.data("synthetic", {"video": view}, build=True, workers=a.workers,
-                       eval_batch_size=16)
+  view = common.internvideo2_view(
+    num_frames=a.frames,
+    crop_size=a.crop,
+    resize_short=None,
+    test_clips=a.test_clips,
+    test_crops=a.test_crops,
+  )
+  c.data = common.data(
+    "synthetic", {"video": view}, build=True, workers=a.workers, eval_batch_size=16
+  )
   c.data.dataset = "synthetic_compressed" + ("" if a.data == "default" else "/" + a.data)
   c.data.split = "heldout"
   return c
@@ -52,19 +58,41 @@ def _model(dims, a, **kw):
   # Trained from scratch: the released models' layer scale (1e-5) and head scale (0.001) suit
   # finetuning a pretrained trunk; from scratch they keep the blocks and head near-silent for
   # hundreds of steps, so both start at 1 here.
-  return common.model("internvideo2", "tiny", num_frames=a.frames, img_size=a.crop,
-                      patch_size=a.patch, layerscale_init=1.0, init_scale=1.0, **dims, **kw)
+  return common.model(
+    "internvideo2",
+    "tiny",
+    num_frames=a.frames,
+    img_size=a.crop,
+    patch_size=a.patch,
+    layerscale_init=1.0,
+    init_scale=1.0,
+    **dims,
+    **kw,
+  )
 
 
 def _optim(a, lr):
-  return common.adamw(lr, warmup_steps=max(1, a.steps // 10), min_lr=lr / 100, warmup_lr=0.0,
-                      clip_grad_norm=1.0)
+  return common.adamw(
+    lr, warmup_steps=max(1, a.steps // 10), min_lr=lr / 100, warmup_lr=0.0, clip_grad_norm=1.0
+  )
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, runlocal=False, steps=600, batch_size=32, frames=2, crop=48, patch=8,
-                       test_clips=4, test_crops=3, workers=2, data="default", lr=1e-3,
-                       untrained=False)
+  a = common.parse_arg(
+    arg,
+    runlocal=False,
+    steps=600,
+    batch_size=32,
+    frames=2,
+    crop=48,
+    patch=8,
+    test_clips=4,
+    test_crops=3,
+    workers=2,
+    data="default",
+    lr=1e-3,
+    untrained=False,
+  )
   if a.runlocal:
     a.steps, a.batch_size, a.workers = 4, 4, 0
   c = mlc.ConfigDict()
@@ -86,10 +114,17 @@ def get_config(arg=None):
   untrained.model = _model(STUDENT, a)
   # Never stepped; a cosine schedule cannot be built over 0 steps.
   untrained.optim = common.adamw(a.lr, warmup_steps=0, schedule="constant")
-  c.stage_configs = {"teacher": teacher, "student": student, "distill": distill,
-                     "untrained": untrained}
-  c.report = [["teacher", "teacher", "model"], ["student", "student", "model"],
-              ["distilled_student", "distill", "student"]]
+  c.stage_configs = {
+    "teacher": teacher,
+    "student": student,
+    "distill": distill,
+    "untrained": untrained,
+  }
+  c.report = [
+    ["teacher", "teacher", "model"],
+    ["student", "student", "model"],
+    ["distilled_student", "distill", "student"],
+  ]
   if a.untrained:
     c.report.append(["untrained_student", "untrained", "model"])
   return c

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -39,21 +40,27 @@ def read_raw(path: str | os.PathLike) -> Any:
     raise FileNotFoundError(f"checkpoint {path} does not exist")
   if path.endswith(SAFETENSORS_SUFFIX):
     from safetensors.torch import load_file
+
     try:
       return load_file(path, device="cpu")
     except Exception as e:  # safetensors raises its own error types.
       raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
   if not path.endswith(TORCH_SUFFIXES):
-    raise ValueError(f"{path}: unsupported checkpoint suffix; expected one of "
-                     f"{TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)}")
+    raise ValueError(
+      f"{path}: unsupported checkpoint suffix; expected one of "
+      f"{TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)}"
+    )
   import torch
+
   try:
     return torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:
     raise ValueError(f"{path}: torch.load(weights_only=True) failed: {e}") from e
 
 
-def unwrap(obj: Any, wrapper_keys: Iterable[str], path: str = "<checkpoint>") -> tuple[Mapping, str | None]:
+def unwrap(
+  obj: Any, wrapper_keys: Iterable[str], path: str = "<checkpoint>"
+) -> tuple[Mapping, str | None]:
   """Returns (state_dict, wrapper key used or None)."""
   if not isinstance(obj, Mapping):
     raise ValueError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
@@ -73,7 +80,7 @@ def strip_prefixes(sd: Mapping[str, Any], prefixes: Iterable[str]) -> dict[str, 
       changed = False
       for p in prefixes:
         if k.startswith(p):
-          k = k[len(p):]
+          k = k[len(p) :]
           changed = True
     if k in out:
       raise ValueError(f"two checkpoint keys map to {k!r} after stripping prefixes {prefixes}")
@@ -112,13 +119,13 @@ def drop_matching(sd: Mapping[str, Any], patterns: Iterable[str]) -> tuple[dict,
   return kept, sorted(dropped)
 
 
-def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], source: str,
-               what: str = "model") -> None:
+def check_keys(
+  expected: Mapping[str, tuple], found: Mapping[str, tuple], source: str, what: str = "model"
+) -> None:
   """Raises CheckpointMismatchError naming every missing, unexpected or mis-shaped key."""
   missing = sorted(set(expected) - set(found))
   unexpected = sorted(set(found) - set(expected))
-  wrong = sorted(k for k in set(expected) & set(found)
-                 if tuple(expected[k]) != tuple(found[k]))
+  wrong = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k]))
   if not (missing or unexpected or wrong):
     return
   lines = [f"{source} does not fit the {what}:"]
@@ -134,15 +141,18 @@ def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], source
   raise CheckpointMismatchError("\n".join(lines))
 
 
-def write_torch_state_dict(path: str | os.PathLike, sd: Mapping[str, np.ndarray],
-                           wrapper: str | None = None) -> str:
+def write_torch_state_dict(
+  path: str | os.PathLike, sd: Mapping[str, np.ndarray], wrapper: str | None = None
+) -> str:
   """Writes numpy arrays as a PyTorch state_dict (.pth/.pt/.bin) or .safetensors file."""
   import torch
+
   path = os.fspath(path)
   tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
   tmp = path + ".tmp"
   if path.endswith(SAFETENSORS_SUFFIX):
     from safetensors.torch import save_file
+
     save_file(tensors, tmp)
   else:
     torch.save({wrapper: tensors} if wrapper else tensors, tmp)
@@ -153,12 +163,14 @@ def write_torch_state_dict(path: str | os.PathLike, sd: Mapping[str, np.ndarray]
 def flatten_params(params: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
   """{'a': {'b': x}} -> {'a/b': x}."""
   out = {}
+
   def rec(prefix, node):
     if isinstance(node, Mapping):
       for k, v in node.items():
         rec(f"{prefix}{sep}{k}" if prefix else str(k), v)
     else:
       out[prefix] = node
+
   rec("", params)
   return out
 

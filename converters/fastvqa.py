@@ -29,7 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,7 @@ INFER_ORDER = ("fast_vqa_b", "faster_vqa", "faster_vqa_mt", "faster_vqa_ms", "fa
 
 def _variant_kwargs(variant: str | Mapping[str, Any]) -> dict[str, Any]:
   from internvqa_jax.models import fastvqa
+
   if isinstance(variant, str):
     return fastvqa.variant_kwargs(variant)
   return fastvqa.FastVQA.from_kwargs(**dict(variant)).model_kwargs()
@@ -55,8 +57,10 @@ def _variant_kwargs(variant: str | Mapping[str, Any]) -> dict[str, Any]:
 # Key layout.
 # ---------------------------------------------------------------------------
 
-def expected_torch_shapes(variant: str | Mapping[str, Any],
-                          with_index: bool = True) -> dict[str, tuple[int, ...]]:
+
+def expected_torch_shapes(
+  variant: str | Mapping[str, Any], with_index: bool = True
+) -> dict[str, tuple[int, ...]]:
   """Ordered {torch key: shape} of a variant, as the original model's state_dict."""
   kw = _variant_kwargs(variant)
   c0, depths, heads = kw["embed_dim"], kw["depths"], kw["num_heads"]
@@ -66,14 +70,14 @@ def expected_torch_shapes(variant: str | Mapping[str, Any],
   pt, ph, pw = kw["patch_size"]
   bb = "fragments_backbone."
   out: dict[str, tuple[int, ...]] = {
-      bb + "patch_embed.proj.weight": (c0, 3, pt, ph, pw),
-      bb + "patch_embed.proj.bias": (c0,),
-      bb + "patch_embed.norm.weight": (c0,),
-      bb + "patch_embed.norm.bias": (c0,),
+    bb + "patch_embed.proj.weight": (c0, 3, pt, ph, pw),
+    bb + "patch_embed.proj.bias": (c0,),
+    bb + "patch_embed.norm.weight": (c0,),
+    bb + "patch_embed.norm.bias": (c0,),
   }
   n_layers = len(depths)
   for i in range(n_layers):
-    c, nh = c0 * 2 ** i, heads[i]
+    c, nh = c0 * 2**i, heads[i]
     for j in range(depths[i]):
       p = f"{bb}layers.{i}.blocks.{j}."
       out[p + "norm1.weight"] = (c,)
@@ -156,6 +160,7 @@ def _to_torch(w: np.ndarray, kind: str) -> np.ndarray:
 
 def recomputed_index(variant: str | Mapping[str, Any]) -> np.ndarray:
   from internvqa_jax.models import swin3d
+
   kw = _variant_kwargs(variant)
   return swin3d.relative_position_index(tuple(kw["window_size"])).astype(np.int64)
 
@@ -164,31 +169,40 @@ def recomputed_index(variant: str | Mapping[str, Any]) -> np.ndarray:
 # Library API.
 # ---------------------------------------------------------------------------
 
+
 def resolve_variant(found: Mapping[str, tuple], variant: str | None, source: str) -> str:
   """Validates `found` {key: shape} against `variant`, or infers the variant."""
   from internvqa_jax.models import fastvqa
+
   if variant is not None:
     if variant not in fastvqa.VARIANTS:
       raise ValueError(f"unknown FAST-VQA variant {variant!r}; known: {sorted(fastvqa.VARIANTS)}")
-    common.check_keys(expected_torch_shapes(variant), found, source, f"FAST-VQA variant {variant!r}")
+    common.check_keys(
+      expected_torch_shapes(variant), found, source, f"FAST-VQA variant {variant!r}"
+    )
     return variant
   best, best_bad = None, None
   for v in INFER_ORDER:
     exp = expected_torch_shapes(v)
     bad = len(set(exp) ^ set(found)) + sum(
-        tuple(exp[k]) != tuple(found[k]) for k in set(exp) & set(found))
+      tuple(exp[k]) != tuple(found[k]) for k in set(exp) & set(found)
+    )
     if bad == 0:
       return v
     if best_bad is None or bad < best_bad:
       best, best_bad = v, bad
-  common.check_keys(expected_torch_shapes(best), found,
-                    f"{source} (no FAST-VQA variant fits; closest is {best!r})",
-                    f"FAST-VQA variant {best!r}")
+  common.check_keys(
+    expected_torch_shapes(best),
+    found,
+    f"{source} (no FAST-VQA variant fits; closest is {best!r})",
+    f"FAST-VQA variant {best!r}",
+  )
   raise AssertionError("unreachable")
 
 
-def check_index_buffers(sd: Mapping[str, np.ndarray], variant: str | Mapping[str, Any],
-                        source: str) -> list[str]:
+def check_index_buffers(
+  sd: Mapping[str, np.ndarray], variant: str | Mapping[str, Any], source: str
+) -> list[str]:
   """Every relative_position_index in `sd` must equal the recomputed one; returns their keys."""
   ref = recomputed_index(variant)
   keys = sorted(k for k in sd if k.endswith(INDEX_SUFFIX))
@@ -199,23 +213,29 @@ def check_index_buffers(sd: Mapping[str, np.ndarray], variant: str | Mapping[str
       bad.append(f"  {k}: expected an integer buffer, found dtype {v.dtype}")
     elif v.shape != ref.shape or not np.array_equal(v, ref):
       n = int(np.sum(v != ref)) if v.shape == ref.shape else "shape"
-      bad.append(f"  {k}: differs from the index recomputed for window "
-                 f"{tuple(_variant_kwargs(variant)['window_size'])} ({n} entries differ)")
+      bad.append(
+        f"  {k}: differs from the index recomputed for window "
+        f"{tuple(_variant_kwargs(variant)['window_size'])} ({n} entries differ)"
+      )
   if bad:
     raise CheckpointMismatchError(
-        f"{source}: relative_position_index buffer(s) do not match the model:\n" + "\n".join(bad))
+      f"{source}: relative_position_index buffer(s) do not match the model:\n" + "\n".join(bad)
+    )
   return keys
 
 
-def torch_state_dict_to_params(sd: Mapping[str, Any], variant: str | Mapping[str, Any],
-                               source: str = "<state_dict>") -> dict:
+def torch_state_dict_to_params(
+  sd: Mapping[str, Any], variant: str | Mapping[str, Any], source: str = "<state_dict>"
+) -> dict:
   """Torch-keyed arrays (prefixed like the release) -> nested float32 Flax params.
 
   Validates keys/shapes and index buffers; index buffers may be absent here
   (a file's key set is checked by `convert`).
   """
-  sd = {k: (v if isinstance(v, np.ndarray) else common.to_numpy_f32({k: v})[0][k])
-        for k, v in sd.items()}
+  sd = {
+    k: (v if isinstance(v, np.ndarray) else common.to_numpy_f32({k: v})[0][k])
+    for k, v in sd.items()
+  }
   expected = expected_torch_shapes(variant, with_index=False)
   check_index_buffers(sd, variant, source)
   weights = {k: v for k, v in sd.items() if not k.endswith(INDEX_SUFFIX)}
@@ -229,8 +249,9 @@ def torch_state_dict_to_params(sd: Mapping[str, Any], variant: str | Mapping[str
   return params
 
 
-def params_to_torch_state_dict(params: Mapping[str, Any],
-                               variant: str | Mapping[str, Any]) -> dict[str, np.ndarray]:
+def params_to_torch_state_dict(
+  params: Mapping[str, Any], variant: str | Mapping[str, Any]
+) -> dict[str, np.ndarray]:
   """Flax params -> ordered {original torch key: array}, index buffers (int64) included."""
   _check_against_model(params, variant)
   flat = common.flatten_params(params)
@@ -248,9 +269,11 @@ def params_to_torch_state_dict(params: Mapping[str, Any],
 def _check_against_model(params: Mapping[str, Any], variant: str | Mapping[str, Any]) -> None:
   """Params tree must have exactly the Flax model's paths and shapes."""
   from internvqa_jax.models import fastvqa
+
   model = fastvqa.FastVQA.from_kwargs(**_variant_kwargs(variant))
-  expected = {k: tuple(v.shape) for k, v in
-              common.flatten_params(fastvqa.abstract_params(model)).items()}
+  expected = {
+    k: tuple(v.shape) for k, v in common.flatten_params(fastvqa.abstract_params(model)).items()
+  }
   found = {k: tuple(np.shape(v)) for k, v in common.flatten_params(params).items()}
   common.check_keys(expected, found, "parameter tree", "Flax FastVQA model")
 
@@ -271,10 +294,15 @@ def read_state_dict(src: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
   return arrays, info
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None = None,
-            overwrite: bool = False) -> dict[str, Any]:
+def convert(
+  src: str | os.PathLike,
+  dst: str | os.PathLike,
+  variant: str | None = None,
+  overwrite: bool = False,
+) -> dict[str, Any]:
   """Converts `src` into a model directory `dst`; returns the written meta."""
   from internvqa_jax.models import checkpoint, fastvqa
+
   src, dst = os.fspath(src), os.fspath(dst)
   if os.path.exists(dst) and not overwrite:
     raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -284,18 +312,18 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None 
   params = torch_state_dict_to_params(arrays, variant, src)
   model = fastvqa.make(variant)
   meta = {
-      "family": fastvqa.FastVQA.FAMILY,
-      "model_kwargs": model.model_kwargs(),
-      "variant": variant,
-      "input_size": list(fastvqa.INPUT_SIZES[variant]),
-      "source": os.path.abspath(src),
-      "source_sha256": common.file_sha256(src),
-      "source_wrapper": info["wrapper"],
-      "source_other_entries": info.get("other_entries", []),
-      "source_dtypes": info["source_dtypes"],
-      "num_params": fastvqa.count_params(model),
-      "verified_buffers": len(index_keys),
-      "dropped_keys": index_keys,
+    "family": fastvqa.FastVQA.FAMILY,
+    "model_kwargs": model.model_kwargs(),
+    "variant": variant,
+    "input_size": list(fastvqa.INPUT_SIZES[variant]),
+    "source": os.path.abspath(src),
+    "source_sha256": common.file_sha256(src),
+    "source_wrapper": info["wrapper"],
+    "source_other_entries": info.get("other_entries", []),
+    "source_dtypes": info["source_dtypes"],
+    "num_params": fastvqa.count_params(model),
+    "verified_buffers": len(index_keys),
+    "dropped_keys": index_keys,
   }
   checkpoint.save_params(dst, params, meta, overwrite=overwrite)
   return meta
@@ -304,6 +332,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> str:
   """Writes a converted model back as an original-layout checkpoint file."""
   from internvqa_jax.models import checkpoint
+
   out = os.fspath(out)
   if os.path.exists(out) and not overwrite:
     raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -319,6 +348,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike, overwrite: bool
 # Command line.
 # ---------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
   """Command line; a checkpoint problem prints its full message and returns 1."""
   try:
@@ -331,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] == "export":
-    ap = argparse.ArgumentParser(prog="python -m converters.fastvqa export",
-                                 description="Export a converted FAST-VQA model to PyTorch keys.")
+    ap = argparse.ArgumentParser(
+      prog="python -m converters.fastvqa export",
+      description="Export a converted FAST-VQA model to PyTorch keys.",
+    )
     ap.add_argument("model_dir")
     ap.add_argument("out", help=".pth/.pt ({'state_dict': ...}) or .safetensors")
     ap.add_argument("--overwrite", action="store_true")
@@ -341,17 +373,25 @@ def _main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}")
     return 0
   from internvqa_jax.models import fastvqa
-  ap = argparse.ArgumentParser(prog="python -m converters.fastvqa",
-                               description="Convert a FAST-VQA/FasterVQA checkpoint to Orbax.")
+
+  ap = argparse.ArgumentParser(
+    prog="python -m converters.fastvqa",
+    description="Convert a FAST-VQA/FasterVQA checkpoint to Orbax.",
+  )
   ap.add_argument("src", help="checkpoint (.pth/.pt/.bin/.ckpt or .safetensors)")
   ap.add_argument("dst", help="output model directory")
-  ap.add_argument("--variant", choices=sorted(fastvqa.VARIANTS),
-                  help="validate against this variant (default: infer from the keys)")
+  ap.add_argument(
+    "--variant",
+    choices=sorted(fastvqa.VARIANTS),
+    help="validate against this variant (default: infer from the keys)",
+  )
   ap.add_argument("--overwrite", action="store_true")
   a = ap.parse_args(argv)
   meta = convert(a.src, a.dst, variant=a.variant, overwrite=a.overwrite)
-  print(f"wrote {a.dst}: variant {meta['variant']}, {meta['num_params']:,} parameters, "
-        f"{meta['verified_buffers']} relative_position_index buffers verified")
+  print(
+    f"wrote {a.dst}: variant {meta['variant']}, {meta['num_params']:,} parameters, "
+    f"{meta['verified_buffers']} relative_position_index buffers verified"
+  )
   return 0
 
 

@@ -36,52 +36,56 @@ import collections
 import os
 import re
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
 
 from converters import common
-from internvqa_jax.models import checkpoint
+from internvqa_jax.models import checkpoint, posembed
 from internvqa_jax.models import internvideo2 as iv2
-from internvqa_jax.models import posembed
 
 WRAPPER_KEYS = ("module", "model")
 PREFIXES = ("module.", "model.", "backbone.", "encoder.", "vision_encoder.")
 # Keys of distillation students / pretraining / multimodal files that the
 # classification model does not have (spec section 5.2).
 EXTRA_KEY_PATTERNS = (
-    r"clip_decoder\..*", r"final_clip_decoder\..*", r"clip_pos_embed", r"mae_.*",
-    r"clip_img_pos_embed", r"img_pos_embed",
+  r"clip_decoder\..*",
+  r"final_clip_decoder\..*",
+  r"clip_pos_embed",
+  r"mae_.*",
+  r"clip_img_pos_embed",
+  r"img_pos_embed",
 )
 
 # torch key (inside blocks.{i}. / at top level) -> Flax path suffix.
 _BLOCK_KEYS = {
-    "norm1.weight": "norm1/scale",
-    "attn.qkv.weight": "attn/qkv/kernel",
-    "attn.q_norm.weight": "attn/q_norm/scale",
-    "attn.k_norm.weight": "attn/k_norm/scale",
-    "attn.proj.weight": "attn/proj/kernel",
-    "attn.proj.bias": "attn/proj/bias",
-    "ls1.gamma": "ls1/gamma",
-    "norm2.weight": "norm2/scale",
-    "mlp.fc1.weight": "mlp/fc1/kernel",
-    "mlp.fc1.bias": "mlp/fc1/bias",
-    "mlp.fc2.weight": "mlp/fc2/kernel",
-    "mlp.fc2.bias": "mlp/fc2/bias",
-    "ls2.gamma": "ls2/gamma",
+  "norm1.weight": "norm1/scale",
+  "attn.qkv.weight": "attn/qkv/kernel",
+  "attn.q_norm.weight": "attn/q_norm/scale",
+  "attn.k_norm.weight": "attn/k_norm/scale",
+  "attn.proj.weight": "attn/proj/kernel",
+  "attn.proj.bias": "attn/proj/bias",
+  "ls1.gamma": "ls1/gamma",
+  "norm2.weight": "norm2/scale",
+  "mlp.fc1.weight": "mlp/fc1/kernel",
+  "mlp.fc1.bias": "mlp/fc1/bias",
+  "mlp.fc2.weight": "mlp/fc2/kernel",
+  "mlp.fc2.bias": "mlp/fc2/bias",
+  "ls2.gamma": "ls2/gamma",
 }
 _TOP_KEYS = {
-    "cls_token": "cls_token",
-    "pos_embed": "pos_embed",
-    "patch_embed.proj.weight": "patch_embed/proj/kernel",
-    "patch_embed.proj.bias": "patch_embed/proj/bias",
-    "fc_norm.weight": "fc_norm/scale",
-    "fc_norm.bias": "fc_norm/bias",
-    "head.weight": "head/kernel",
-    "head.bias": "head/bias",
-    "clip_projector.cross_attn.proj.weight": "clip_projector/cross_attn/proj/kernel",
-    "clip_projector.cross_attn.proj.bias": "clip_projector/cross_attn/proj/bias",
+  "cls_token": "cls_token",
+  "pos_embed": "pos_embed",
+  "patch_embed.proj.weight": "patch_embed/proj/kernel",
+  "patch_embed.proj.bias": "patch_embed/proj/bias",
+  "fc_norm.weight": "fc_norm/scale",
+  "fc_norm.bias": "fc_norm/bias",
+  "head.weight": "head/kernel",
+  "head.bias": "head/bias",
+  "clip_projector.cross_attn.proj.weight": "clip_projector/cross_attn/proj/kernel",
+  "clip_projector.cross_attn.proj.bias": "clip_projector/cross_attn/proj/bias",
 }
 for _n in ("q", "k", "v"):
   _TOP_KEYS[f"clip_projector.norm1_{_n}.weight"] = f"clip_projector/norm1_{_n}/scale"
@@ -142,8 +146,9 @@ def _label(torch_key: str) -> str:
   return f"{torch_key} [{path}]" if path else torch_key
 
 
-def torch_state_dict_to_params(sd: Mapping[str, np.ndarray],
-                               model_kwargs: Mapping[str, Any]) -> dict:
+def torch_state_dict_to_params(
+  sd: Mapping[str, np.ndarray], model_kwargs: Mapping[str, Any]
+) -> dict:
   """Maps a (prepared) float32 torch state_dict onto the model's parameter tree.
 
   Every key and shape is checked against jax.eval_shape of the model built
@@ -159,9 +164,14 @@ def torch_state_dict_to_params(sd: Mapping[str, np.ndarray],
       raise AssertionError(f"no torch key for model parameter {path}")
     expected[_label(key)] = _torch_shape(path, leaf.shape)
   found = {_label(k): tuple(np.shape(v)) for k, v in sd.items()}
-  common.check_keys(expected, found, source="checkpoint", what=f"InternVideo2 model "
-                    f"(C={model.embed_dim}, depth={model.depth}, T={model.num_frames}, "
-                    f"img={model.img_size}, outputs={model.num_outputs})")
+  common.check_keys(
+    expected,
+    found,
+    source="checkpoint",
+    what=f"InternVideo2 model "
+    f"(C={model.embed_dim}, depth={model.depth}, T={model.num_frames}, "
+    f"img={model.img_size}, outputs={model.num_outputs})",
+  )
   flat = {}
   for key, value in sd.items():
     path = torch_key_to_path(key)
@@ -194,15 +204,19 @@ def read_state_dict(src: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   if not_arrays:
     raise ValueError(f"{src}: entries that are not tensors: {not_arrays}")
   arrays, dtypes = common.to_numpy_f32(sd)
-  info = {"wrapper_key": wrapper, "dropped_keys": dropped,
-          "source_dtypes": dict(collections.Counter(dtypes.values()))}
+  info = {
+    "wrapper_key": wrapper,
+    "dropped_keys": dropped,
+    "source_dtypes": dict(collections.Counter(dtypes.values())),
+  }
   return arrays, info
 
 
 def _require(sd: Mapping, key: str, src: str) -> np.ndarray:
   if key not in sd:
     raise common.CheckpointMismatchError(
-        f"{src}: key {key!r} is missing; it is needed to infer the model configuration")
+      f"{src}: key {key!r} is missing; it is needed to infer the model configuration"
+    )
   return sd[key]
 
 
@@ -212,17 +226,26 @@ def infer_architecture(sd: Mapping[str, np.ndarray], src: str = "checkpoint") ->
   w = _require(sd, "patch_embed.proj.weight", src)
   if w.ndim != 5:
     raise common.CheckpointMismatchError(
-        f"{src}: patch_embed.proj.weight has shape {w.shape}, expected a Conv3d kernel "
-        f"(C, 3, kT, kH, kW)")
+      f"{src}: patch_embed.proj.weight has shape {w.shape}, expected a Conv3d kernel "
+      f"(C, 3, kT, kH, kW)"
+    )
   blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
   if not blocks:
     raise common.CheckpointMismatchError(f"{src}: no 'blocks.N.*' keys found")
   depth = blocks[-1] + 1
   hidden = int(_require(sd, "blocks.0.mlp.fc1.weight", src).shape[0])
-  arch = {"embed_dim": c, "depth": depth, "mlp_hidden": hidden,
-          "patch_size": int(w.shape[3]), "tubelet_size": int(w.shape[2])}
-  matches = [name for name, v in iv2.VARIANTS.items()
-             if (v["embed_dim"], v["depth"], v["mlp_hidden"]) == (c, depth, hidden)]
+  arch = {
+    "embed_dim": c,
+    "depth": depth,
+    "mlp_hidden": hidden,
+    "patch_size": int(w.shape[3]),
+    "tubelet_size": int(w.shape[2]),
+  }
+  matches = [
+    name
+    for name, v in iv2.VARIANTS.items()
+    if (v["embed_dim"], v["depth"], v["mlp_hidden"]) == (c, depth, hidden)
+  ]
   arch["variant"] = matches[0] if matches else None
   return arch
 
@@ -241,18 +264,30 @@ def _source_grid(rows: int, arch: dict, candidates: list[int], src: str) -> tupl
       return size, (rows - 1) // (g * g) * kt
     tried.append(size)
   raise common.CheckpointMismatchError(
-      f"{src}: pos_embed has {rows} rows, which is not 1 + T*(S/{p})^2 for any tried source "
-      f"image size S in {tried}; pass --src-img-size")
+    f"{src}: pos_embed has {rows} rows, which is not 1 + T*(S/{p})^2 for any tried source "
+    f"image size S in {tried}; pass --src-img-size"
+  )
 
 
 # ----------------------------------------------------------------------------
 # Conversion.
 
 
-def convert(src: str, dst: str, *, variant: str | None = None, num_frames: int | None = None,
-            img_size: int | None = None, src_img_size: int | None = None,
-            num_outputs: int | None = None, head: str = "auto", gelu: str = "tanh",
-            seed: int = 0, overwrite: bool = False, log=print) -> dict[str, Any]:
+def convert(
+  src: str,
+  dst: str,
+  *,
+  variant: str | None = None,
+  num_frames: int | None = None,
+  img_size: int | None = None,
+  src_img_size: int | None = None,
+  num_outputs: int | None = None,
+  head: str = "auto",
+  gelu: str = "tanh",
+  seed: int = 0,
+  overwrite: bool = False,
+  log=print,
+) -> dict[str, Any]:
   """Converts PyTorch checkpoint `src` into the model directory `dst`; returns meta.
 
   head: 'auto' keeps the checkpoint's head when present (slicing its first
@@ -273,33 +308,49 @@ def convert(src: str, dst: str, *, variant: str | None = None, num_frames: int |
       raise ValueError(f"unknown --variant {variant!r}; known: {sorted(iv2.VARIANTS)}")
     want = iv2.VARIANTS[variant]
     if (want["embed_dim"], want["depth"], want["mlp_hidden"]) != (
-        arch["embed_dim"], arch["depth"], arch["mlp_hidden"]):
+      arch["embed_dim"],
+      arch["depth"],
+      arch["mlp_hidden"],
+    ):
       raise common.CheckpointMismatchError(
-          f"{src} has {_describe(arch)} (variant {arch['variant'] or 'unknown'}), but --variant "
-          f"{variant} expects {_describe(want)}")
+        f"{src} has {_describe(arch)} (variant {arch['variant'] or 'unknown'}), but --variant "
+        f"{variant} expects {_describe(want)}"
+      )
   elif arch["variant"] is None:
     raise common.CheckpointMismatchError(
-        f"{src} has {_describe(arch)}, which matches no known variant "
-        f"({', '.join(f'{k}: {_describe(v)}' for k, v in iv2.VARIANTS.items())})")
+      f"{src} has {_describe(arch)}, which matches no known variant "
+      f"({', '.join(f'{k}: {_describe(v)}' for k, v in iv2.VARIANTS.items())})"
+    )
   variant = variant or arch["variant"]
   spec = iv2.VARIANTS[variant]
 
   # Source frames/size from pos_embed; targets default to the source.
   rows = int(_require(sd, "pos_embed", src).shape[1])
-  candidates = [src_img_size] if src_img_size else [spec["img_size"]] + (
-      [img_size] if img_size and img_size != spec["img_size"] else [])
+  candidates = (
+    [src_img_size]
+    if src_img_size
+    else [spec["img_size"]] + ([img_size] if img_size and img_size != spec["img_size"] else [])
+  )
   s0, t0 = _source_grid(rows, arch, candidates, src)
   t1, s1 = num_frames or t0, img_size or s0
   p = arch["patch_size"]
   if s1 % p or t1 % arch["tubelet_size"]:
-    raise ValueError(f"target img size {s1} must be a multiple of {p} and frames {t1} of "
-                     f"tubelet {arch['tubelet_size']}")
-  pos_info = {"source_frames": t0, "source_img_size": s0, "frames": t1, "img_size": s1,
-              "resampled": (t0, s0) != (t1, s1)}
+    raise ValueError(
+      f"target img size {s1} must be a multiple of {p} and frames {t1} of "
+      f"tubelet {arch['tubelet_size']}"
+    )
+  pos_info = {
+    "source_frames": t0,
+    "source_img_size": s0,
+    "frames": t1,
+    "img_size": s1,
+    "resampled": (t0, s0) != (t1, s1),
+  }
   if pos_info["resampled"]:
     kt = arch["tubelet_size"]
-    sd["pos_embed"] = posembed.resample_pos_embed(sd["pos_embed"], t0 // kt, s0 // p, t1 // kt,
-                                                  s1 // p)
+    sd["pos_embed"] = posembed.resample_pos_embed(
+      sd["pos_embed"], t0 // kt, s0 // p, t1 // kt, s1 // p
+    )
     pos_info["method"] = "temporal linear, then spatial bicubic (A=-0.75), align_corners=False"
     log(f"pos_embed resampled from {t0}x{s0}px to {t1}x{s1}px")
 
@@ -314,32 +365,42 @@ def convert(src: str, dst: str, *, variant: str | None = None, num_frames: int |
   for what in fresh:
     log(f"{what}: freshly initialised (seed {seed}): {head_info['reason']}")
 
-  model = iv2.make(variant, num_frames=t1, img_size=s1, patch_size=p,
-                   tubelet_size=arch["tubelet_size"], num_outputs=head_info["num_outputs"],
-                   gelu_approximate=(gelu == "tanh"))
+  model = iv2.make(
+    variant,
+    num_frames=t1,
+    img_size=s1,
+    patch_size=p,
+    tubelet_size=arch["tubelet_size"],
+    num_outputs=head_info["num_outputs"],
+    gelu_approximate=(gelu == "tanh"),
+  )
   kwargs = iv2.model_kwargs(model)
   params = torch_state_dict_to_params(sd, kwargs)  # Validates everything before writing.
 
   meta = {
-      "family": iv2.InternVideo2.FAMILY,
-      "model_kwargs": kwargs,
-      "variant": variant,
-      "num_frames": t1,
-      "img_size": s1,
-      "gelu": gelu,
-      "source": os.path.abspath(src),
-      "source_sha256": common.file_sha256(src),
-      **info,
-      "pos_embed": pos_info,
-      "head": head_info,
-      "fresh_init": sorted(fresh),
+    "family": iv2.InternVideo2.FAMILY,
+    "model_kwargs": kwargs,
+    "variant": variant,
+    "num_frames": t1,
+    "img_size": s1,
+    "gelu": gelu,
+    "source": os.path.abspath(src),
+    "source_sha256": common.file_sha256(src),
+    **info,
+    "pos_embed": pos_info,
+    "head": head_info,
+    "fresh_init": sorted(fresh),
   }
   if info["dropped_keys"]:
-    log(f"dropped {len(info['dropped_keys'])} keys not used by the classification model: "
-        f"{', '.join(info['dropped_keys'])}")
+    log(
+      f"dropped {len(info['dropped_keys'])} keys not used by the classification model: "
+      f"{', '.join(info['dropped_keys'])}"
+    )
   checkpoint.save_params(dst, params, meta, overwrite=overwrite)
-  log(f"wrote {dst}: InternVideo2-{variant} {t1}x{s1}x{s1}, {head_info['num_outputs']} "
-      f"output(s), gelu {gelu}")
+  log(
+    f"wrote {dst}: InternVideo2-{variant} {t1}x{s1}x{s1}, {head_info['num_outputs']} "
+    f"output(s), gelu {gelu}"
+  )
   return meta
 
 
@@ -349,24 +410,34 @@ def _prepare_head(sd: dict, mode: str, num_outputs: int | None, src: str):
   rows = int(sd["head.weight"].shape[0]) if has_head else None
   fresh = set()
   if mode == "keep" and not has_head:
-    raise common.CheckpointMismatchError(f"{src}: --keep-head given but the file has no "
-                                         "head.weight/head.bias")
+    raise common.CheckpointMismatchError(
+      f"{src}: --keep-head given but the file has no head.weight/head.bias"
+    )
   if mode == "keep" and num_outputs and num_outputs > rows:
     raise common.CheckpointMismatchError(
-        f"{src}: --keep-head with --num-outputs {num_outputs}, but head.weight has only "
-        f"{rows} rows")
+      f"{src}: --keep-head with --num-outputs {num_outputs}, but head.weight has only {rows} rows"
+    )
   if has_head and mode != "drop" and (num_outputs is None or num_outputs <= rows):
     n = num_outputs or rows
     if n < rows:  # First rows, as the official K710 -> K400 recipe.
       sd["head.weight"], sd["head.bias"] = sd["head.weight"][:n], sd["head.bias"][:n]
-      info = {"action": "sliced", "source_rows": rows, "num_outputs": n,
-              "reason": f"kept the first {n} of {rows} head rows"}
+      info = {
+        "action": "sliced",
+        "source_rows": rows,
+        "num_outputs": n,
+        "reason": f"kept the first {n} of {rows} head rows",
+      }
     else:
       info = {"action": "kept", "source_rows": rows, "num_outputs": n, "reason": "kept"}
   else:
     n = num_outputs or 1
-    reason = ("--drop-head" if mode == "drop" else "the checkpoint has no head" if not has_head
-              else f"--num-outputs {n} exceeds the checkpoint's {rows} head rows")
+    reason = (
+      "--drop-head"
+      if mode == "drop"
+      else "the checkpoint has no head"
+      if not has_head
+      else f"--num-outputs {n} exceeds the checkpoint's {rows} head rows"
+    )
     sd.pop("head.weight", None)
     sd.pop("head.bias", None)
     fresh.add("head")
@@ -377,8 +448,9 @@ def _prepare_head(sd: dict, mode: str, num_outputs: int | None, src: str):
   return info, fresh
 
 
-def export(src_dir: str, out_path: str, *, wrapper: str | None = None,
-           overwrite: bool = False) -> str:
+def export(
+  src_dir: str, out_path: str, *, wrapper: str | None = None, overwrite: bool = False
+) -> str:
   """Writes a converted model directory back as a PyTorch state_dict file."""
   if os.path.exists(out_path) and not overwrite:
     raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it")
@@ -394,27 +466,45 @@ def export(src_dir: str, out_path: str, *, wrapper: str | None = None,
 
 def _convert_parser():
   ap = argparse.ArgumentParser(
-      prog="python -m converters.internvideo2",
-      description="Convert a PyTorch InternVideo2 checkpoint into a model directory. "
-                  "(Reverse: `python -m converters.internvideo2 export SRC_DIR OUT.pth`.)")
+    prog="python -m converters.internvideo2",
+    description="Convert a PyTorch InternVideo2 checkpoint into a model directory. "
+    "(Reverse: `python -m converters.internvideo2 export SRC_DIR OUT.pth`.)",
+  )
   ap.add_argument("src", help=".pth/.pt/.bin/.safetensors checkpoint")
   ap.add_argument("dst", help="output model directory (must not exist unless --overwrite)")
-  ap.add_argument("--variant", choices=sorted(iv2.VARIANTS),
-                  help="expected variant; inferred from shapes and checked when given")
+  ap.add_argument(
+    "--variant",
+    choices=sorted(iv2.VARIANTS),
+    help="expected variant; inferred from shapes and checked when given",
+  )
   ap.add_argument("--num-frames", type=int, help="target frames (default: the checkpoint's)")
   ap.add_argument("--img-size", type=int, help="target image size (default: the checkpoint's)")
-  ap.add_argument("--src-img-size", type=int,
-                  help="image size the checkpoint's pos_embed was trained at (default: the "
-                       "variant's, then --img-size)")
-  ap.add_argument("--num-outputs", type=int,
-                  help="head outputs (default: the checkpoint's head, else 1)")
+  ap.add_argument(
+    "--src-img-size",
+    type=int,
+    help="image size the checkpoint's pos_embed was trained at (default: the "
+    "variant's, then --img-size)",
+  )
+  ap.add_argument(
+    "--num-outputs", type=int, help="head outputs (default: the checkpoint's head, else 1)"
+  )
   g = ap.add_mutually_exclusive_group()
-  g.add_argument("--keep-head", dest="head", action="store_const", const="keep",
-                 help="require and keep the checkpoint head (first N rows with --num-outputs)")
-  g.add_argument("--drop-head", dest="head", action="store_const", const="drop",
-                 help="initialise a fresh head")
-  ap.add_argument("--gelu", choices=("tanh", "erf"), default="tanh",
-                  help="GELU form of the model (tanh: the released checkpoints' training)")
+  g.add_argument(
+    "--keep-head",
+    dest="head",
+    action="store_const",
+    const="keep",
+    help="require and keep the checkpoint head (first N rows with --num-outputs)",
+  )
+  g.add_argument(
+    "--drop-head", dest="head", action="store_const", const="drop", help="initialise a fresh head"
+  )
+  ap.add_argument(
+    "--gelu",
+    choices=("tanh", "erf"),
+    default="tanh",
+    help="GELU form of the model (tanh: the released checkpoints' training)",
+  )
   ap.add_argument("--seed", type=int, default=0, help="seed for a freshly initialised head")
   ap.add_argument("--overwrite", action="store_true")
   ap.set_defaults(head="auto")
@@ -422,12 +512,17 @@ def _convert_parser():
 
 
 def _export_parser():
-  ap = argparse.ArgumentParser(prog="python -m converters.internvideo2 export",
-                               description="Export a converted model directory to PyTorch.")
+  ap = argparse.ArgumentParser(
+    prog="python -m converters.internvideo2 export",
+    description="Export a converted model directory to PyTorch.",
+  )
   ap.add_argument("src_dir")
   ap.add_argument("out", help="output .pth/.pt/.bin or .safetensors")
-  ap.add_argument("--wrapper", choices=("module", "model"),
-                  help="store the state_dict under this key (torch formats only)")
+  ap.add_argument(
+    "--wrapper",
+    choices=("module", "model"),
+    help="store the state_dict under this key (torch formats only)",
+  )
   ap.add_argument("--overwrite", action="store_true")
   return ap
 
@@ -440,9 +535,19 @@ def main(argv: list[str] | None = None) -> int:
       print(f"wrote {export(a.src_dir, a.out, wrapper=a.wrapper, overwrite=a.overwrite)}")
     else:
       a = _convert_parser().parse_args(argv)
-      convert(a.src, a.dst, variant=a.variant, num_frames=a.num_frames, img_size=a.img_size,
-              src_img_size=a.src_img_size, num_outputs=a.num_outputs, head=a.head, gelu=a.gelu,
-              seed=a.seed, overwrite=a.overwrite)
+      convert(
+        a.src,
+        a.dst,
+        variant=a.variant,
+        num_frames=a.num_frames,
+        img_size=a.img_size,
+        src_img_size=a.src_img_size,
+        num_outputs=a.num_outputs,
+        head=a.head,
+        gelu=a.gelu,
+        seed=a.seed,
+        overwrite=a.overwrite,
+      )
   except (common.CheckpointMismatchError, ValueError, FileExistsError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

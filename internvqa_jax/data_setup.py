@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from internvqa_jax.data import pipeline
-from internvqa_jax.data import sources
+from internvqa_jax.data import pipeline, sources
 
 
 def default_data_dir() -> str:
@@ -43,18 +42,21 @@ def _is_built(name: str, data_dir: str) -> bool:
 def prepare(dcfg, log: Callable[..., None] = print) -> str:
   """Builds the dataset if asked and needed (process 0 only, others wait); returns data_dir."""
   import jax
+
   data_dir = dcfg.get("data_dir") or default_data_dir()
   if not _is_built(dcfg.dataset, data_dir):
     if not dcfg.get("build", False):
       raise FileNotFoundError(
-          f"dataset {dcfg.dataset!r} is not built under {data_dir}; set --config.data.build=True "
-          f"(with --config.data.manual_dir for the real datasets) or build it with "
-          f"internvqa_jax.data.sources.build")
+        f"dataset {dcfg.dataset!r} is not built under {data_dir}; set --config.data.build=True "
+        f"(with --config.data.manual_dir for the real datasets) or build it with "
+        f"internvqa_jax.data.sources.build"
+      )
     if jax.process_index() == 0:
       log(f"building {dcfg.dataset} under {data_dir} ...")
       sources.build(dcfg.dataset, data_dir, manual_dir=dcfg.get("manual_dir") or None)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("internvqa_dataset_built")
   return data_dir
 
@@ -64,42 +66,53 @@ class Data:
 
   def __init__(self, config, log: Callable[..., None] = print):
     import jax
+
     dcfg = config.data
     self.config = config
     data_dir = prepare(dcfg, log)
     self.train_records, self.eval_records = sources.open_split(dcfg.dataset, dcfg.split, data_dir)
-    log(f"data: {dcfg.dataset} split {dcfg.split!r}: {len(self.train_records)} train / "
-        f"{len(self.eval_records)} eval videos ({data_dir})")
-    self.pipeline_cfg = dcfg.pipeline.to_dict() if hasattr(dcfg.pipeline, "to_dict") else dict(dcfg.pipeline)
+    log(
+      f"data: {dcfg.dataset} split {dcfg.split!r}: {len(self.train_records)} train / "
+      f"{len(self.eval_records)} eval videos ({data_dir})"
+    )
+    self.pipeline_cfg = (
+      dcfg.pipeline.to_dict() if hasattr(dcfg.pipeline, "to_dict") else dict(dcfg.pipeline)
+    )
     self.views = dict(self.pipeline_cfg.get("views") or pipeline.DEFAULT_VIEWS)
     self.model_views = sorted({config[r].get("view", "video") for r in _roles(config)})
     missing = [v for v in self.model_views if v not in self.views]
     if missing:
-      raise ValueError(f"model view(s) {missing} are not in config.data.pipeline.views "
-                       f"{sorted(self.views)}")
+      raise ValueError(
+        f"model view(s) {missing} are not in config.data.pipeline.views {sorted(self.views)}"
+      )
     eval_bs = dcfg.get("eval_batch_size", config.batch_size)
     if eval_bs % jax.process_count():
-      raise ValueError(f"config.data.eval_batch_size={eval_bs} must be divisible by the "
-                       f"{jax.process_count()} processes")
+      raise ValueError(
+        f"config.data.eval_batch_size={eval_bs} must be divisible by the "
+        f"{jax.process_count()} processes"
+      )
     self.eval_batch_size = eval_bs // jax.process_count()
     self.seed = int(config.seed)
 
   def train_iterator(self):
     cfg = dict(self.pipeline_cfg)
     cfg["views"] = {v: self.views[v] for v in self.model_views}
-    return pipeline.make_train_iterator(self.train_records, cfg,
-                                        global_batch_size=self.config.batch_size, seed=self.seed)
+    return pipeline.make_train_iterator(
+      self.train_records, cfg, global_batch_size=self.config.batch_size, seed=self.seed
+    )
 
   def eval_batches(self, view: str):
     cfg = copy.deepcopy(self.pipeline_cfg)
     cfg["views"] = {view: self.views[view]}
     cfg.pop("skip_bad_videos", None)
     cfg.pop("bad_videos_log", None)
-    return pipeline.make_eval_batches(self.eval_records, cfg, batch_size=self.eval_batch_size,
-                                      seed=self.seed)
+    return pipeline.make_eval_batches(
+      self.eval_records, cfg, batch_size=self.eval_batch_size, seed=self.seed
+    )
 
   def global_batch(self, batch: dict[str, np.ndarray], mesh, keys: list[str] | None = None):
     from internvqa_jax import sharding
+
     keys = keys or [*self.model_views, "label"]
     return sharding.make_global_batch({k: batch[k] for k in keys}, mesh)
 

@@ -8,7 +8,8 @@ computes SRCC, KRCC, PLCC (raw and after the 4-parameter logistic) and RMSE.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -18,23 +19,30 @@ from internvqa_jax import metrics as metrics_lib
 def _gather(x: np.ndarray) -> np.ndarray:
   """Concatenates a per-process host array over processes (process order)."""
   import jax
+
   if jax.process_count() == 1:
     return np.asarray(x)
   from jax.experimental import multihost_utils
+
   return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True))
 
 
 def _global_values(x) -> np.ndarray:
   """A batch-sharded jax.Array -> numpy values of the whole global batch."""
   import jax
+
   if getattr(x, "is_fully_addressable", True):
     return np.asarray(jax.device_get(x))
   from jax.experimental import multihost_utils
+
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def collect_predictions(predict: Callable[[Mapping[str, Any]], Any], batches: Iterable[Mapping],
-                        make_global: Callable[[Mapping[str, np.ndarray]], Any]) -> dict[str, np.ndarray]:
+def collect_predictions(
+  predict: Callable[[Mapping[str, Any]], Any],
+  batches: Iterable[Mapping],
+  make_global: Callable[[Mapping[str, np.ndarray]], Any],
+) -> dict[str, np.ndarray]:
   """Returns {"index": (V,), "label": (V,), "score": (V,)}: per-video means, sorted by index."""
   idx, labels, masks, scores = [], [], [], []
   for batch in batches:
@@ -57,16 +65,24 @@ def collect_predictions(predict: Callable[[Mapping[str, Any]], Any], batches: It
 def evaluate_model(predict, batches, make_global) -> dict[str, float]:
   preds = collect_predictions(predict, batches, make_global)
   m = {k: float(v) for k, v in metrics_lib.evaluate(preds["score"], preds["label"]).items()}
-  m["num_videos"] = int(len(preds["label"]))
+  m["num_videos"] = len(preds["label"])
   return m
 
 
 def format_table(results: Mapping[str, Mapping[str, float]], title: str = "") -> str:
-  cols = [c for c in ("plcc", "srcc", "krcc", "plcc_logistic", "rmse")
-          if any(c in r for r in results.values())]
+  cols = [
+    c
+    for c in ("plcc", "srcc", "krcc", "plcc_logistic", "rmse")
+    if any(c in r for r in results.values())
+  ]
   lines = ([title] if title else []) + [
-      "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    "| model | " + " | ".join(cols) + " |",
+    "|---" * (len(cols) + 1) + "|",
+  ]
   for name, r in results.items():
-    lines.append(f"| {name} | " + " | ".join(
-        f"{r[c]:.4f}" if isinstance(r.get(c), (int, float)) else "-" for c in cols) + " |")
+    lines.append(
+      f"| {name} | "
+      + " | ".join(f"{r[c]:.4f}" if isinstance(r.get(c), (int, float)) else "-" for c in cols)
+      + " |"
+    )
   return "\n".join(lines)

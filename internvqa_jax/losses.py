@@ -63,16 +63,23 @@ def layer_norm(x: jax.Array, eps: float = LN_EPS) -> jax.Array:
   return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
-def feature_distill_loss(student_feat: jax.Array, teacher_feat: jax.Array, beta: float = 2.0,
-                         teacher_grad: bool = True, eps: float = LN_EPS) -> jax.Array:
+def feature_distill_loss(
+  student_feat: jax.Array,
+  teacher_feat: jax.Array,
+  beta: float = 2.0,
+  teacher_grad: bool = True,
+  eps: float = LN_EPS,
+) -> jax.Array:
   """SmoothL1(LN(student), LN(teacher)) with beta 2.0, as in the InternVQA code.
 
   With teacher_grad=True (the authors' code) the loss also trains the
   teacher's trainable part; False puts stop_gradient on the teacher feature.
   """
   if student_feat.shape != teacher_feat.shape:
-    raise ValueError(f"feature_distill_loss: student feature {student_feat.shape} vs teacher "
-                     f"{teacher_feat.shape}; add a projector if the widths differ")
+    raise ValueError(
+      f"feature_distill_loss: student feature {student_feat.shape} vs teacher "
+      f"{teacher_feat.shape}; add a projector if the widths differ"
+    )
   if not teacher_grad:
     teacher_feat = jax.lax.stop_gradient(teacher_feat)
   return smooth_l1(layer_norm(student_feat, eps), layer_norm(teacher_feat, eps), beta)
@@ -107,16 +114,26 @@ def rank_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.sum(r) / b / (b - 1) / (1 + jnp.max(r))
 
 
-def fastvqa_loss(pred: jax.Array, target: jax.Array,
-                 rank_weight: float = FASTVQA_RANK_WEIGHT) -> jax.Array:
+def fastvqa_loss(
+  pred: jax.Array, target: jax.Array, rank_weight: float = FASTVQA_RANK_WEIGHT
+) -> jax.Array:
   """plcc_loss + 0.3 * rank_loss (FAST-VQA new_train.py)."""
   return plcc_loss(pred, target) + rank_weight * rank_loss(pred, target)
 
 
-def distill_loss(student_score: jax.Array, teacher_score: jax.Array, student_feat: jax.Array,
-                 teacher_feat: jax.Array, target: jax.Array, *, student_weight: float = 1.0,
-                 teacher_weight: float = 1.0, feature_weight: float = 1.0, beta: float = 2.0,
-                 teacher_grad: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+def distill_loss(
+  student_score: jax.Array,
+  teacher_score: jax.Array,
+  student_feat: jax.Array,
+  teacher_feat: jax.Array,
+  target: jax.Array,
+  *,
+  student_weight: float = 1.0,
+  teacher_weight: float = 1.0,
+  feature_weight: float = 1.0,
+  beta: float = 2.0,
+  teacher_grad: bool = True,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """InternVQA total: w_s L2(student) + w_t L2(teacher) + w_f SmoothL1(features).
 
   Scores are (B,) or (B, 1); returns (total, {'student', 'teacher', 'feature'}).
@@ -124,10 +141,13 @@ def distill_loss(student_score: jax.Array, teacher_score: jax.Array, student_fea
   s, t = _scores("distill_loss(student)", student_score, target)
   tc, _ = _scores("distill_loss(teacher)", teacher_score, target)
   parts = {
-      "student": mse(s, t),
-      "teacher": mse(tc, t),
-      "feature": feature_distill_loss(student_feat, teacher_feat, beta, teacher_grad),
+    "student": mse(s, t),
+    "teacher": mse(tc, t),
+    "feature": feature_distill_loss(student_feat, teacher_feat, beta, teacher_grad),
   }
-  total = (student_weight * parts["student"] + teacher_weight * parts["teacher"]
-           + feature_weight * parts["feature"])
+  total = (
+    student_weight * parts["student"]
+    + teacher_weight * parts["teacher"]
+    + feature_weight * parts["feature"]
+  )
   return total, parts

@@ -11,7 +11,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +27,12 @@ class MetricWriter:
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._f = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    # Held open for the run's lifetime; close() releases it.
+    self._f = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(os.path.join(workdir, "tb"))
       except ImportError:  # tensorboardX is a hard dependency; keep logging going anyway.
         print("tensorboardX missing: TensorBoard event files are not written", file=sys.stderr)
@@ -75,8 +78,7 @@ class Progress:
     filled = int(width * step / max(self.total, 1))
     bar = "#" * filled + "." * (width - filled)
     parts = " ".join(f"{k}={float(v):.4g}" for k, v in scalars.items())
-    line = (f"[{bar}] {step}/{self.total} {rate:.2f} step/s "
-            f"ETA {_fmt_seconds(eta)} {parts}")
+    line = f"[{bar}] {step}/{self.total} {rate:.2f} step/s ETA {_fmt_seconds(eta)} {parts}"
     if self.enabled:
       print(line, file=self.stream, flush=True)
     return line

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.optimize
@@ -128,7 +129,9 @@ def fit_logistic4(pred: Any, target: Any, maxfev: int = DEFAULT_MAXFEV) -> np.nd
   """
   p, t = _validate(pred, target)
   if p.size < MIN_FIT_ITEMS:
-    raise LogisticFitError(f"need at least {MIN_FIT_ITEMS} items for a 4-parameter fit, got {p.size}")
+    raise LogisticFitError(
+      f"need at least {MIN_FIT_ITEMS} items for a 4-parameter fit, got {p.size}"
+    )
   if np.ptp(p) == 0:
     raise LogisticFitError("predictions are constant")
   p0 = logistic4_initial_guess(p, t)
@@ -152,8 +155,9 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
   return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
-def evaluate(pred: Any, target: Any, *, maxfev: int = DEFAULT_MAXFEV,
-             on_fit_failure: str = "fallback") -> dict[str, float]:
+def evaluate(
+  pred: Any, target: Any, *, maxfev: int = DEFAULT_MAXFEV, on_fit_failure: str = "fallback"
+) -> dict[str, float]:
   """All metrics for one evaluated set (one score per video).
 
   Returns floats: srcc, krcc, plcc, plcc_logistic, rmse (after the logistic
@@ -169,36 +173,49 @@ def evaluate(pred: Any, target: Any, *, maxfev: int = DEFAULT_MAXFEV,
   if np.ptp(p) == 0:
     log.warning("evaluate: all %d predictions equal %r; correlations reported as 0.0", p.size, p[0])
     rmse_const = float(np.std(t))
-    return dict(srcc=0.0, krcc=0.0, plcc=0.0, plcc_logistic=0.0, rmse=rmse_const,
-                rmse_linear=rmse_const, logistic_fit_ok=0.0, constant_prediction=1.0,
-                num_items=n)
+    return dict(
+      srcc=0.0,
+      krcc=0.0,
+      plcc=0.0,
+      plcc_logistic=0.0,
+      rmse=rmse_const,
+      rmse_linear=rmse_const,
+      logistic_fit_ok=0.0,
+      constant_prediction=1.0,
+      num_items=n,
+    )
   raw_plcc = float(scipy.stats.pearsonr(p, t).statistic)
   linear = t.mean() + t.std() * (p - p.mean()) / p.std()
   out = dict(
-      srcc=float(scipy.stats.spearmanr(p, t).statistic),
-      krcc=float(scipy.stats.kendalltau(p, t).statistic),
-      plcc=raw_plcc,
-      rmse_linear=_rmse(linear, t),
-      constant_prediction=0.0,
-      num_items=n,
+    srcc=float(scipy.stats.spearmanr(p, t).statistic),
+    krcc=float(scipy.stats.kendalltau(p, t).statistic),
+    plcc=raw_plcc,
+    rmse_linear=_rmse(linear, t),
+    constant_prediction=0.0,
+    num_items=n,
   )
   try:
     beta = fit_logistic4(p, t, maxfev=maxfev)
   except LogisticFitError as e:
     if on_fit_failure == "raise":
       raise
-    log.warning("evaluate: logistic fit failed (%s); plcc_logistic := raw plcc, "
-                "rmse := rmse_linear", e)
+    log.warning(
+      "evaluate: logistic fit failed (%s); plcc_logistic := raw plcc, rmse := rmse_linear", e
+    )
     out.update(plcc_logistic=raw_plcc, rmse=out["rmse_linear"], logistic_fit_ok=0.0)
     return out
   fitted = logistic4(p, *beta)
-  out.update(plcc_logistic=float(scipy.stats.pearsonr(fitted, t).statistic),
-             rmse=_rmse(fitted, t), logistic_fit_ok=1.0)
+  out.update(
+    plcc_logistic=float(scipy.stats.pearsonr(fitted, t).statistic),
+    rmse=_rmse(fitted, t),
+    logistic_fit_ok=1.0,
+  )
   return out
 
 
-def aggregate_by_video(video_ids: Sequence[Any], scores: Any, mask: Any = None, *,
-                       expected_views: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def aggregate_by_video(
+  video_ids: Sequence[Any], scores: Any, mask: Any = None, *, expected_views: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """Mean score per video over its views (clips x crops), before `evaluate`.
 
   Args:
@@ -228,11 +245,14 @@ def aggregate_by_video(video_ids: Sequence[Any], scores: Any, mask: Any = None, 
   if not np.all(np.isfinite(s)):
     bad = np.flatnonzero(~np.all(np.isfinite(s.reshape(s.shape[0], -1)), axis=1))
     raise ValueError(f"scores have non-finite values for video(s) {ids[bad[:10]].tolist()}")
-  uniq, first, inverse, counts = np.unique(ids, return_index=True, return_inverse=True,
-                                           return_counts=True)
+  uniq, first, inverse, counts = np.unique(
+    ids, return_index=True, return_inverse=True, return_counts=True
+  )
   if expected_views is not None and np.any(counts != expected_views):
     wrong = {str(u): int(c) for u, c in zip(uniq, counts) if c != expected_views}
-    raise ValueError(f"expected {expected_views} views per video, got {dict(list(wrong.items())[:10])}")
+    raise ValueError(
+      f"expected {expected_views} views per video, got {dict(list(wrong.items())[:10])}"
+    )
   sums = np.zeros((uniq.size,) + s.shape[1:], np.float64)
   np.add.at(sums, inverse.reshape(-1), s)
   means = sums / counts.reshape((-1,) + (1,) * (s.ndim - 1))

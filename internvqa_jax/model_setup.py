@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from internvqa_jax import models as models_lib
-from internvqa_jax import optim
-from internvqa_jax import tree_paths
+from internvqa_jax import optim, tree_paths
 from internvqa_jax.models import checkpoint as ckpt_lib
 
 TEACHER_PRESETS = ("paper", "authors_code")
@@ -45,8 +44,12 @@ def build_module(model_cfg, compute_dtype: str):
   kwargs.setdefault("dtype", compute_dtype)
   module = models_lib.make(model_cfg.family, model_cfg.variant, **kwargs)
   spec = model_cfg.get("trainable", ".*")
-  if (isinstance(spec, str) and spec in TEACHER_PRESETS and model_depth(module) is not None
-      and "frozen_blocks" not in kwargs):
+  if (
+    isinstance(spec, str)
+    and spec in TEACHER_PRESETS
+    and model_depth(module) is not None
+    and "frozen_blocks" not in kwargs
+  ):
     # The frozen trunk runs under stop_gradient: no backward pass through it.
     module = module.clone(frozen_blocks=optim.frozen_blocks_for_preset(spec, module.depth))
   return module
@@ -75,8 +78,7 @@ def feature_dim(module) -> int:
 
 def abstract_params(module) -> Any:
   x = jax.ShapeDtypeStruct(input_shape(module), jnp.float32)
-  variables = jax.eval_shape(lambda r, v: module.init(r, v, train=False),
-                             jax.random.key(0), x)
+  variables = jax.eval_shape(lambda r, v: module.init(r, v, train=False), jax.random.key(0), x)
   return variables["params"]
 
 
@@ -100,16 +102,24 @@ def load_init(module, abstract: Any, model_cfg, *, log=print) -> dict[str, np.nd
     return {}
   meta = ckpt_lib.read_meta(path)
   if meta["family"] != model_cfg.family:
-    raise ValueError(f"{path} holds a {meta['family']!r} model, config asks for {model_cfg.family!r}")
+    raise ValueError(
+      f"{path} holds a {meta['family']!r} model, config asks for {model_cfg.family!r}"
+    )
   loaded, _ = ckpt_lib.load_params(path)
   dont = [re.compile(p) for p in model_cfg.get("dont_load", [])]
   skip = lambda k: any(p.fullmatch(k) for p in dont)
   want = tree_paths.flatten(abstract)
   have = tree_paths.flatten(loaded)
-  problems = [f"  unexpected: {k} {tuple(np.shape(have[k]))}"
-              for k in sorted(have) if k not in want and not skip(k)]
-  problems += [f"  missing: {k} expected {tuple(want[k].shape)}"
-               for k in sorted(want) if k not in have and not skip(k)]
+  problems = [
+    f"  unexpected: {k} {tuple(np.shape(have[k]))}"
+    for k in sorted(have)
+    if k not in want and not skip(k)
+  ]
+  problems += [
+    f"  missing: {k} expected {tuple(want[k].shape)}"
+    for k in sorted(want)
+    if k not in have and not skip(k)
+  ]
   out = {}
   for k, v in want.items():
     if skip(k) or k not in have:
@@ -122,8 +132,10 @@ def load_init(module, abstract: Any, model_cfg, *, log=print) -> dict[str, np.nd
       continue
     out[k] = old
   if problems:
-    raise ValueError(f"{path} does not fit config model {model_cfg.family}/{model_cfg.variant} "
-                     f"(dont_load={list(model_cfg.get('dont_load', []))}):\n" + "\n".join(problems))
+    raise ValueError(
+      f"{path} does not fit config model {model_cfg.family}/{model_cfg.variant} "
+      f"(dont_load={list(model_cfg.get('dont_load', []))}):\n" + "\n".join(problems)
+    )
   fresh = sorted(set(want) - set(out))
   log(f"loaded {len(out)} tensors from {path}; freshly initialised: {fresh or 'none'}")
   return out
@@ -132,6 +144,7 @@ def load_init(module, abstract: Any, model_cfg, *, log=print) -> dict[str, np.nd
 def init_sharded(module, rng, mesh, rules, *, model_cfg, log=print) -> Any:
   """Fresh parameters born sharded (jit out_shardings), then checkpoint tensors placed shard-wise."""
   from internvqa_jax import sharding
+
   abstract = abstract_params(module)
   shardings = sharding.infer_param_shardings(abstract, mesh, rules)
   params = jax.jit(lambda r: init_params(module, r), out_shardings=shardings)(rng)
@@ -159,12 +172,15 @@ def optimizer_config(ocfg, *, depth: int | None, total_steps: int) -> dict[str, 
 
 def _resample_pos_embed(old, module, meta, log):
   from internvqa_jax.models import posembed
+
   kw = meta["model_kwargs"]
   new = posembed.resample_pos_embed(
-      old, src_frames=kw["num_frames"] // kw.get("tubelet_size", 1),
-      src_grid=kw["img_size"] // kw.get("patch_size", 14),
-      dst_frames=module.num_frames // module.tubelet_size,
-      dst_grid=module.img_size // module.patch_size)
+    old,
+    src_frames=kw["num_frames"] // kw.get("tubelet_size", 1),
+    src_grid=kw["img_size"] // kw.get("patch_size", 14),
+    dst_frames=module.num_frames // module.tubelet_size,
+    dst_grid=module.img_size // module.patch_size,
+  )
   log(f"pos_embed resampled {old.shape} -> {new.shape}")
   return new
 

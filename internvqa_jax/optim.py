@@ -47,7 +47,8 @@ Config fields (a ConfigDict or Mapping; unknown fields raise, see
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,31 +61,36 @@ from internvqa_jax import tree_paths
 Schedule = Callable[[Any], jax.Array]
 
 _DEFAULTS = dict(
-    optimizer="adamw",
-    lr=None,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-8,
-    schedule="cosine",
-    total_steps=None,
-    warmup_steps=0,
-    warmup_lr=0.0,
-    min_lr=0.0,
-    weight_decay=0.05,
-    no_decay_standard=True,
-    no_decay=(),
-    layer_decay=None,
-    depth=None,
-    layer_decay_prefix="",
-    lr_mults=(),
-    clip_grad_norm=None,
-    frozen=(),
-    trainable=(),
+  optimizer="adamw",
+  lr=None,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  schedule="cosine",
+  total_steps=None,
+  warmup_steps=0,
+  warmup_lr=0.0,
+  min_lr=0.0,
+  weight_decay=0.05,
+  no_decay_standard=True,
+  no_decay=(),
+  layer_decay=None,
+  depth=None,
+  layer_decay_prefix="",
+  lr_mults=(),
+  clip_grad_norm=None,
+  frozen=(),
+  trainable=(),
 )
 
 # InternVideo2 `optim_factory` skip list; matched as the last path component.
-NO_DECAY_NAMES = ("pos_embed", "pos_embed_spatial", "pos_embed_temporal", "pos_embed_cls",
-                  "cls_token")
+NO_DECAY_NAMES = (
+  "pos_embed",
+  "pos_embed_spatial",
+  "pos_embed_temporal",
+  "pos_embed_cls",
+  "cls_token",
+)
 
 TEACHER_PRESETS = ("paper", "authors_code")
 
@@ -95,8 +101,13 @@ def default_config() -> ml_collections.ConfigDict:
   for k, v in _DEFAULTS.items():
     cfg[k] = list(v) if isinstance(v, tuple) else v
   # Typed placeholders: a plain None default would lock these fields to NoneType.
-  for k, t in (("lr", float), ("total_steps", int), ("layer_decay", float), ("depth", int),
-               ("clip_grad_norm", float)):
+  for k, t in (
+    ("lr", float),
+    ("total_steps", int),
+    ("layer_decay", float),
+    ("depth", int),
+    ("clip_grad_norm", float),
+  ):
     cfg[k] = ml_collections.config_dict.placeholder(t)
   return cfg
 
@@ -124,8 +135,13 @@ def _read_config(cfg: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 # Schedules (functions of the optimizer step count; step 0 = first update)
 # ----------------------------------------------------------------------------
-def cosine_schedule(peak_lr: float, total_steps: int, warmup_steps: int = 0,
-                    warmup_lr: float = 0.0, min_lr: float = 0.0) -> Schedule:
+def cosine_schedule(
+  peak_lr: float,
+  total_steps: int,
+  warmup_steps: int = 0,
+  warmup_lr: float = 0.0,
+  min_lr: float = 0.0,
+) -> Schedule:
   """InternVideo2 `utils.cosine_scheduler`, indexed per step.
 
   Warmup is np.linspace(warmup_lr, peak_lr, warmup_steps) (endpoint included,
@@ -134,8 +150,9 @@ def cosine_schedule(peak_lr: float, total_steps: int, warmup_steps: int = 0,
   The reference array ends at step total - 1; later steps hold min_lr.
   """
   if total_steps is None or warmup_steps < 0 or not 0 <= warmup_steps < total_steps:
-    raise ValueError(f"cosine schedule needs 0 <= warmup_steps ({warmup_steps}) < total_steps "
-                     f"({total_steps})")
+    raise ValueError(
+      f"cosine schedule needs 0 <= warmup_steps ({warmup_steps}) < total_steps ({total_steps})"
+    )
   decay_steps = total_steps - warmup_steps
   warm_den = max(warmup_steps - 1, 1)
 
@@ -157,8 +174,9 @@ def fastvqa_schedule(peak_lr: float, total_steps: int, warmup_steps: int) -> Sch
   total - warmup (so it ends near 0.017, not 0), and step 0 has lr 0.
   """
   if total_steps is None or warmup_steps <= 0 or warmup_steps > total_steps:
-    raise ValueError(f"fastvqa schedule needs 0 < warmup_steps ({warmup_steps}) <= total_steps "
-                     f"({total_steps})")
+    raise ValueError(
+      f"fastvqa schedule needs 0 < warmup_steps ({warmup_steps}) <= total_steps ({total_steps})"
+    )
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
@@ -176,7 +194,9 @@ def make_schedule(cfg: Any) -> Schedule:
 def _schedule_from(c: dict[str, Any]) -> Schedule:
   kind = c["schedule"]
   if kind == "cosine":
-    return cosine_schedule(c["lr"], c["total_steps"], c["warmup_steps"], c["warmup_lr"], c["min_lr"])
+    return cosine_schedule(
+      c["lr"], c["total_steps"], c["warmup_steps"], c["warmup_lr"], c["min_lr"]
+    )
   if kind == "fastvqa":
     return fastvqa_schedule(c["lr"], c["total_steps"], c["warmup_steps"])
   if kind == "constant":
@@ -192,8 +212,9 @@ def _ndim(leaf: Any) -> int:
   return len(np.shape(leaf)) if not hasattr(leaf, "shape") else len(leaf.shape)
 
 
-def decay_mask(params: Mapping[str, Any], standard: bool = True,
-               extra: Sequence[str] = ()) -> dict[str, Any]:
+def decay_mask(
+  params: Mapping[str, Any], standard: bool = True, extra: Sequence[str] = ()
+) -> dict[str, Any]:
   """Tree of bools: True where weight decay applies.
 
   standard=True excludes ndim <= 1 leaves, paths ending in 'bias' and the
@@ -224,7 +245,7 @@ def internvideo2_layer_id(path: str, depth: int) -> int:
   if first in ("cls_token", "mask_token", "pos_embed") or first == "patch_embed":
     return 0
   if first.startswith("blocks_"):
-    j = int(first[len("blocks_"):])
+    j = int(first[len("blocks_") :])
     if not 0 <= j < depth:
       raise ValueError(f"{path!r}: block index {j} outside 0..{depth - 1} (depth={depth})")
     return j + 1
@@ -236,17 +257,26 @@ def layer_decay_scale(path: str, depth: int, decay: float) -> float:
   return float(decay) ** (depth + 1 - internvideo2_layer_id(path, depth))
 
 
-def lr_mult_tree(params: Mapping[str, Any], *, layer_decay: float | None = None,
-                 depth: int | None = None, layer_decay_prefix: str = "",
-                 lr_mults: Sequence[tuple[str, float]] = ()) -> dict[str, Any]:
+def lr_mult_tree(
+  params: Mapping[str, Any],
+  *,
+  layer_decay: float | None = None,
+  depth: int | None = None,
+  layer_decay_prefix: str = "",
+  lr_mults: Sequence[tuple[str, float]] = (),
+) -> dict[str, Any]:
   """Tree of Python floats: the lr multiplier of every leaf."""
   use_ld = layer_decay is not None and layer_decay != 1.0
   if use_ld and (depth is None or depth < 1):
-    raise ValueError(f"layer_decay={layer_decay} needs optimizer config field 'depth' >= 1, got {depth}")
+    raise ValueError(
+      f"layer_decay={layer_decay} needs optimizer config field 'depth' >= 1, got {depth}"
+    )
   mults_c = tree_paths.compile_rules(lr_mults, "lr_mults rule")
   for p, m in mults_c:
     if not (isinstance(m, (int, float)) and m > 0):
-      raise ValueError(f"lr_mults {p.pattern!r}: mult must be > 0 (freeze with 'frozen'), got {m!r}")
+      raise ValueError(
+        f"lr_mults {p.pattern!r}: mult must be > 0 (freeze with 'frozen'), got {m!r}"
+      )
   seen_in_scope = False
 
   def mult(path: str, _leaf: Any) -> float:
@@ -254,7 +284,7 @@ def lr_mult_tree(params: Mapping[str, Any], *, layer_decay: float | None = None,
     m = float(tree_paths.first_match(path, mults_c, default=1.0))
     if use_ld and path.startswith(layer_decay_prefix):
       seen_in_scope = True
-      m *= layer_decay_scale(path[len(layer_decay_prefix):], depth, layer_decay)
+      m *= layer_decay_scale(path[len(layer_decay_prefix) :], depth, layer_decay)
     return m
 
   out = tree_paths.map_with_path(mult, params)
@@ -263,8 +293,12 @@ def lr_mult_tree(params: Mapping[str, Any], *, layer_decay: float | None = None,
   return out
 
 
-def trainable_mask(params: Mapping[str, Any], frozen_regexes: Sequence[str] = (), *,
-                   trainable_regexes: Sequence[str] | None = None) -> dict[str, Any]:
+def trainable_mask(
+  params: Mapping[str, Any],
+  frozen_regexes: Sequence[str] = (),
+  *,
+  trainable_regexes: Sequence[str] | None = None,
+) -> dict[str, Any]:
   """Tree of bools, True = trainable.
 
   Give either `frozen_regexes` (matching leaves are frozen, the rest trains) or
@@ -273,15 +307,18 @@ def trainable_mask(params: Mapping[str, Any], frozen_regexes: Sequence[str] = ()
   """
   if trainable_regexes is not None and frozen_regexes:
     raise ValueError("give frozen_regexes or trainable_regexes, not both")
-  regexes, value_if_match = ((trainable_regexes, True) if trainable_regexes is not None
-                             else (frozen_regexes, False))
+  regexes, value_if_match = (
+    (trainable_regexes, True) if trainable_regexes is not None else (frozen_regexes, False)
+  )
   compiled = tree_paths.compile_rules([(r, None) for r in regexes], "freeze regex")
   flat = tree_paths.flatten(params)
   unused = [p.pattern for p, _ in compiled if not any(p.fullmatch(path) for path in flat)]
   if unused:
     raise ValueError(f"freeze/trainable regex(es) {unused} match no parameter")
-  mask = {path: (value_if_match if any(p.fullmatch(path) for p, _ in compiled)
-                 else not value_if_match) for path in flat}
+  mask = {
+    path: (value_if_match if any(p.fullmatch(path) for p, _ in compiled) else not value_if_match)
+    for path in flat
+  }
   return tree_paths.unflatten(mask)
 
 
@@ -323,8 +360,9 @@ class ScaleByGroupLrState(NamedTuple):
   count: jax.Array
 
 
-def _scale_by_group_lr(schedule: Schedule, mults: Mapping[str, float],
-                       decays: Mapping[str, bool], weight_decay: float) -> optax.GradientTransformation:
+def _scale_by_group_lr(
+  schedule: Schedule, mults: Mapping[str, float], decays: Mapping[str, bool], weight_decay: float
+) -> optax.GradientTransformation:
   """u -> -schedule(count) * mult * (u + wd * p [if decays]).
 
   Looks leaves up by path name rather than zipping trees, so it works inside
@@ -335,8 +373,10 @@ def _scale_by_group_lr(schedule: Schedule, mults: Mapping[str, float],
     names = jax.tree.leaves(tree_paths.tree_names(tree))
     unknown = [n for n in names if n not in mults]
     if unknown:
-      raise ValueError(f"optimizer was built for a different tree; unknown paths {unknown[:10]} "
-                       f"(build it with make_optimizer(cfg, <the tree you optimize>))")
+      raise ValueError(
+        f"optimizer was built for a different tree; unknown paths {unknown[:10]} "
+        f"(build it with make_optimizer(cfg, <the tree you optimize>))"
+      )
 
   def init_fn(params):
     check_names(params)
@@ -361,8 +401,9 @@ def _scale_by_group_lr(schedule: Schedule, mults: Mapping[str, float],
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(cfg: Any, params: Mapping[str, Any]) -> tuple[optax.GradientTransformation,
-                                                                  dict[str, Schedule]]:
+def make_optimizer(
+  cfg: Any, params: Mapping[str, Any]
+) -> tuple[optax.GradientTransformation, dict[str, Schedule]]:
   """Builds the optax transformation for `params` (arrays or ShapeDtypeStructs).
 
   Returns (tx, {'lr': base schedule}); the lr of a leaf at step s is
@@ -374,9 +415,15 @@ def make_optimizer(cfg: Any, params: Mapping[str, Any]) -> tuple[optax.GradientT
   flat = tree_paths.flatten(params)
   if not flat:
     raise ValueError("make_optimizer: empty parameter tree")
-  mults = tree_paths.flatten(lr_mult_tree(
-      params, layer_decay=c["layer_decay"], depth=c["depth"],
-      layer_decay_prefix=c["layer_decay_prefix"], lr_mults=[tuple(r) for r in c["lr_mults"]]))
+  mults = tree_paths.flatten(
+    lr_mult_tree(
+      params,
+      layer_decay=c["layer_decay"],
+      depth=c["depth"],
+      layer_decay_prefix=c["layer_decay_prefix"],
+      lr_mults=[tuple(r) for r in c["lr_mults"]],
+    )
+  )
   decays = tree_paths.flatten(decay_mask(params, c["no_decay_standard"], c["no_decay"]))
 
   inner = []
@@ -389,8 +436,9 @@ def make_optimizer(cfg: Any, params: Mapping[str, Any]) -> tuple[optax.GradientT
   tx = optax.chain(*inner)
 
   if c["frozen"] or c["trainable"]:
-    mask = trainable_mask(params, c["frozen"],
-                          trainable_regexes=c["trainable"] if c["trainable"] else None)
+    mask = trainable_mask(
+      params, c["frozen"], trainable_regexes=c["trainable"] if c["trainable"] else None
+    )
     if not any(tree_paths.flatten(mask).values()):
       raise ValueError("every parameter is frozen; nothing to optimize")
     labels = jax.tree.map(lambda t: "trainable" if t else "frozen", mask)
@@ -402,15 +450,24 @@ def describe(cfg: Any, params: Mapping[str, Any]) -> list[tuple[str, bool, float
   """[(path, trainable, lr mult, decays)] for logging the parameter groups."""
   c = _read_config(cfg)
   flat = tree_paths.flatten(params)
-  mults = tree_paths.flatten(lr_mult_tree(
-      params, layer_decay=c["layer_decay"], depth=c["depth"],
-      layer_decay_prefix=c["layer_decay_prefix"], lr_mults=[tuple(r) for r in c["lr_mults"]]))
+  mults = tree_paths.flatten(
+    lr_mult_tree(
+      params,
+      layer_decay=c["layer_decay"],
+      depth=c["depth"],
+      layer_decay_prefix=c["layer_decay_prefix"],
+      lr_mults=[tuple(r) for r in c["lr_mults"]],
+    )
+  )
   decays = tree_paths.flatten(decay_mask(params, c["no_decay_standard"], c["no_decay"]))
   if c["frozen"] or c["trainable"]:
-    train = tree_paths.flatten(trainable_mask(
-        params, c["frozen"], trainable_regexes=c["trainable"] if c["trainable"] else None))
+    train = tree_paths.flatten(
+      trainable_mask(
+        params, c["frozen"], trainable_regexes=c["trainable"] if c["trainable"] else None
+      )
+    )
   else:
-    train = {p: True for p in flat}
+    train = dict.fromkeys(flat, True)
   return [(p, train[p], mults[p], decays[p]) for p in flat]
 
 

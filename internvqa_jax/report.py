@@ -33,7 +33,8 @@ import json
 import math
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +55,7 @@ def _read_csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
     if not reader.fieldnames:
       raise ReportError(f"{path}: empty CSV (no header)")
     fields = [c.strip() for c in reader.fieldnames]
-    rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k is not None}
-            for r in reader]
+    rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
   return fields, rows
 
 
@@ -85,7 +85,7 @@ def read_scores(path: str) -> tuple[list[str], dict[str, np.ndarray]]:
     raise ReportError(f"{path}: videos scored more than once: {dup[:10]}")
   preds = {}
   for c in cols:
-    name = c[len("score_"):] if c.startswith("score_") else "score"
+    name = c[len("score_") :] if c.startswith("score_") else "score"
     preds[name] = np.array([_number(r[c], f"{path}: {r['path']} column {c}") for r in rows])
   return paths, preds
 
@@ -94,15 +94,21 @@ def _stem(p: str) -> str:
   return os.path.splitext(os.path.basename(p))[0]
 
 
-def join_labels(paths: Sequence[str], labels_path: str, label_column: str | None = None,
-                ignore_extra: bool = False) -> tuple[np.ndarray, str, int]:
+def join_labels(
+  paths: Sequence[str],
+  labels_path: str,
+  label_column: str | None = None,
+  ignore_extra: bool = False,
+) -> tuple[np.ndarray, str, int]:
   """Label per scored path: (labels aligned with `paths`, column used, #extra labels)."""
   fields, rows = _read_csv(labels_path)
   if label_column is None:
     found = [c for c in LABEL_COLUMNS if c in fields]
     if not found:
-      raise ReportError(f"{labels_path}: no label column among {list(LABEL_COLUMNS)} "
-                        f"(columns: {fields}); pass --label-column")
+      raise ReportError(
+        f"{labels_path}: no label column among {list(LABEL_COLUMNS)} "
+        f"(columns: {fields}); pass --label-column"
+      )
     label_column = found[0]
   elif label_column not in fields:
     raise ReportError(f"{labels_path}: no column {label_column!r} (columns: {fields})")
@@ -122,8 +128,9 @@ def join_labels(paths: Sequence[str], labels_path: str, label_column: str | None
       key = os.path.normpath(key)
     if key in labels:
       raise ReportError(f"{labels_path}: {key_col} {key!r} appears more than once")
-    labels[key] = _number(r[label_column],
-                          f"{labels_path}: {key_col} {key!r} column {label_column}")
+    labels[key] = _number(
+      r[label_column], f"{labels_path}: {key_col} {key!r} column {label_column}"
+    )
 
   matched: dict[str, str] = {}  # scored path -> label key
   if key_col == "video_id":
@@ -136,8 +143,9 @@ def join_labels(paths: Sequence[str], labels_path: str, label_column: str | None
       owners.setdefault(k, []).append(p)
     clash = {k: v for k, v in owners.items() if len(v) > 1}
     if clash:
-      raise ReportError(f"{labels_path}: video_id(s) match several scored files: "
-                        f"{dict(list(clash.items())[:5])}")
+      raise ReportError(
+        f"{labels_path}: video_id(s) match several scored files: {dict(list(clash.items())[:5])}"
+      )
   else:
     for p in paths:
       if os.path.normpath(p) in labels:
@@ -155,19 +163,25 @@ def join_labels(paths: Sequence[str], labels_path: str, label_column: str | None
 
   missing = [p for p in paths if p not in matched]
   if missing:
-    raise ReportError(f"{len(missing)} scored video(s) have no label in {labels_path} "
-                      f"(matched by {key_col}): {missing[:20]}")
+    raise ReportError(
+      f"{len(missing)} scored video(s) have no label in {labels_path} "
+      f"(matched by {key_col}): {missing[:20]}"
+    )
   extra = sorted(set(labels) - set(matched.values()))
   if extra and not ignore_extra:
-    raise ReportError(f"{len(extra)} labelled video(s) in {labels_path} have no score: "
-                      f"{extra[:20]}; score them or pass --ignore-extra-labels")
+    raise ReportError(
+      f"{len(extra)} labelled video(s) in {labels_path} have no score: "
+      f"{extra[:20]}; score them or pass --ignore-extra-labels"
+    )
   return np.array([labels[matched[p]] for p in paths]), label_column, len(extra)
 
 
-def plot_scatter(path: str, pred: np.ndarray, label: np.ndarray, title: str,
-                 label_column: str) -> bool:
+def plot_scatter(
+  path: str, pred: np.ndarray, label: np.ndarray, title: str, label_column: str
+) -> bool:
   """Scatter of prediction vs label with the fitted logistic; returns fit success."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -180,8 +194,9 @@ def plot_scatter(path: str, pred: np.ndarray, label: np.ndarray, title: str,
     ax.legend(loc="best", fontsize=8)
     ok = True
   except metrics_lib.LogisticFitError as e:
-    ax.text(0.02, 0.98, f"logistic fit failed: {e}"[:80], transform=ax.transAxes, va="top",
-            fontsize=7)
+    ax.text(
+      0.02, 0.98, f"logistic fit failed: {e}"[:80], transform=ax.transAxes, va="top", fontsize=7
+    )
     ok = False
   ax.set_xlabel("prediction")
   ax.set_ylabel(label_column)
@@ -197,8 +212,14 @@ def _safe(name: str) -> str:
   return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def make_report(scores_csv: str, labels_csv: str, out_dir: str, *,
-                label_column: str | None = None, ignore_extra: bool = False) -> dict[str, Any]:
+def make_report(
+  scores_csv: str,
+  labels_csv: str,
+  out_dir: str,
+  *,
+  label_column: str | None = None,
+  ignore_extra: bool = False,
+) -> dict[str, Any]:
   """Writes report.md, report.json and scatter PNGs to out_dir; returns the JSON dict."""
   paths, preds = read_scores(scores_csv)
   labels, label_column, num_extra = join_labels(paths, labels_csv, label_column, ignore_extra)
@@ -208,16 +229,30 @@ def make_report(scores_csv: str, labels_csv: str, out_dir: str, *,
     m = {k: float(v) for k, v in metrics_lib.evaluate(p, labels).items()}
     results[name] = m
     png = f"scatter_{_safe(name)}.png"
-    plot_scatter(os.path.join(out_dir, png), p, labels,
-                 f"{name}: SRCC {m['srcc']:.4f}  PLCC {m['plcc']:.4f}  (n={len(p)})", label_column)
+    plot_scatter(
+      os.path.join(out_dir, png),
+      p,
+      labels,
+      f"{name}: SRCC {m['srcc']:.4f}  PLCC {m['plcc']:.4f}  (n={len(p)})",
+      label_column,
+    )
     plots[name] = png
   report = {
-      "scores": os.path.abspath(scores_csv), "labels": os.path.abspath(labels_csv),
-      "label_column": label_column, "num_videos": len(paths),
-      "num_extra_labels_ignored": num_extra, "metrics": results, "plots": plots,
-      "videos": [{"path": p, "label": float(labels[i]),
-                  "predictions": {n: float(v[i]) for n, v in preds.items()}}
-                 for i, p in enumerate(paths)],
+    "scores": os.path.abspath(scores_csv),
+    "labels": os.path.abspath(labels_csv),
+    "label_column": label_column,
+    "num_videos": len(paths),
+    "num_extra_labels_ignored": num_extra,
+    "metrics": results,
+    "plots": plots,
+    "videos": [
+      {
+        "path": p,
+        "label": float(labels[i]),
+        "predictions": {n: float(v[i]) for n, v in preds.items()},
+      }
+      for i, p in enumerate(paths)
+    ],
   }
   with open(os.path.join(out_dir, "report.json"), "w") as f:
     json.dump(report, f, indent=2)
@@ -228,53 +263,86 @@ def make_report(scores_csv: str, labels_csv: str, out_dir: str, *,
 
 def _markdown(report, preds, labels, paths) -> str:
   from internvqa_jax.evaluate import format_table
+
   lines = [
-      "# Quality-assessment report", "",
-      f"Predictions `{report['scores']}` against `{report['label_column']}` from "
-      f"`{report['labels']}`: {report['num_videos']} videos"
-      + (f" ({report['num_extra_labels_ignored']} labelled videos without a score ignored)"
-         if report["num_extra_labels_ignored"] else "") + ".", "",
-      "PLCC is raw Pearson (= after a linear rescale); PLCC-logistic and RMSE follow the "
-      "VQEG 4-parameter logistic fit on this set (RMSE in label units).", "",
-      format_table(report["metrics"]), "",
+    "# Quality-assessment report",
+    "",
+    f"Predictions `{report['scores']}` against `{report['label_column']}` from "
+    f"`{report['labels']}`: {report['num_videos']} videos"
+    + (
+      f" ({report['num_extra_labels_ignored']} labelled videos without a score ignored)"
+      if report["num_extra_labels_ignored"]
+      else ""
+    )
+    + ".",
+    "",
+    "PLCC is raw Pearson (= after a linear rescale); PLCC-logistic and RMSE follow the "
+    "VQEG 4-parameter logistic fit on this set (RMSE in label units).",
+    "",
+    format_table(report["metrics"]),
+    "",
   ]
   failed = [n for n, m in report["metrics"].items() if not m.get("logistic_fit_ok", 1.0)]
   if failed:
-    lines += [f"Logistic fit failed for {failed}: PLCC-logistic/RMSE fall back to the linear "
-              "mapping.", ""]
+    lines += [
+      f"Logistic fit failed for {failed}: PLCC-logistic/RMSE fall back to the linear mapping.",
+      "",
+    ]
   lines += [f"![{n}]({png})" for n, png in report["plots"].items()] + [""]
   names = list(preds)
-  lines += ["## Per-video", "",
-            "| video | " + report["label_column"] + " | " + " | ".join(names) + " |",
-            "|---" * (len(names) + 2) + "|"]
+  lines += [
+    "## Per-video",
+    "",
+    "| video | " + report["label_column"] + " | " + " | ".join(names) + " |",
+    "|---" * (len(names) + 2) + "|",
+  ]
   for i, p in enumerate(paths):
-    lines.append(f"| {p} | {labels[i]:.4f} | "
-                 + " | ".join(f"{preds[n][i]:.4f}" for n in names) + " |")
+    lines.append(
+      f"| {p} | {labels[i]:.4f} | " + " | ".join(f"{preds[n][i]:.4f}" for n in names) + " |"
+    )
   return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m internvqa_jax.report",
-                               description="Metrics, tables and plots of predictions vs labels.")
+  ap = argparse.ArgumentParser(
+    prog="python -m internvqa_jax.report",
+    description="Metrics, tables and plots of predictions vs labels.",
+  )
   ap.add_argument("--scores", required=True, help="score CSV (internvqa_jax.score --out)")
-  ap.add_argument("--labels", required=True, help="labels CSV with video_id or path and a "
-                  "label column")
+  ap.add_argument(
+    "--labels", required=True, help="labels CSV with video_id or path and a label column"
+  )
   ap.add_argument("--label-column", help=f"label column (default: first of {list(LABEL_COLUMNS)})")
   ap.add_argument("--out-dir", default="report", help="output directory (default: report)")
-  ap.add_argument("--ignore-extra-labels", action="store_true",
-                  help="allow labelled videos that were not scored (default: error)")
+  ap.add_argument(
+    "--ignore-extra-labels",
+    action="store_true",
+    help="allow labelled videos that were not scored (default: error)",
+  )
   args = ap.parse_args(argv)
   try:
-    report = make_report(args.scores, args.labels, args.out_dir, label_column=args.label_column,
-                         ignore_extra=args.ignore_extra_labels)
+    report = make_report(
+      args.scores,
+      args.labels,
+      args.out_dir,
+      label_column=args.label_column,
+      ignore_extra=args.ignore_extra_labels,
+    )
   except (FileNotFoundError, ReportError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   from internvqa_jax.evaluate import format_table
-  print(format_table(report["metrics"], title=f"{report['num_videos']} videos vs "
-                     f"{report['label_column']}"))
-  print(f"wrote {os.path.join(args.out_dir, 'report.md')}, report.json and "
-        f"{len(report['plots'])} plot(s)", file=sys.stderr)
+
+  print(
+    format_table(
+      report["metrics"], title=f"{report['num_videos']} videos vs {report['label_column']}"
+    )
+  )
+  print(
+    f"wrote {os.path.join(args.out_dir, 'report.md')}, report.json and "
+    f"{len(report['plots'])} plot(s)",
+    file=sys.stderr,
+  )
   return 0
 
 

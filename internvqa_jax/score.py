@@ -33,16 +33,41 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 # Extensions picked up when a directory is given (explicit files may have any).
-VIDEO_EXTENSIONS = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg",
-    ".mpeg", ".ts", ".mts", ".m2ts", ".3gp", ".ivf", ".obu", ".y4m", ".yuv",
-    ".h264", ".264", ".avc", ".h265", ".265", ".hevc", ".bit",
-})
+VIDEO_EXTENSIONS = frozenset(
+  {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".flv",
+    ".wmv",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".3gp",
+    ".ivf",
+    ".obu",
+    ".y4m",
+    ".yuv",
+    ".h264",
+    ".264",
+    ".avc",
+    ".h265",
+    ".265",
+    ".hevc",
+    ".bit",
+  }
+)
 
 # FAST-VQA sampling variants tried, in order, when meta.json names none.
 _GUESS_ORDER = ("fast_vqa_b", "fast_vqa_m", "faster_vqa_mt", "faster_vqa_ms")
@@ -54,6 +79,7 @@ class ScoreError(RuntimeError):
 
 
 # ------------------------------------------------------------------ inputs ---
+
 
 def expand_paths(inputs: Iterable[str | os.PathLike], recursive: bool = False) -> list[str]:
   """Files as given, directories replaced by their video files (sorted).
@@ -71,13 +97,16 @@ def expand_paths(inputs: Iterable[str | os.PathLike], recursive: bool = False) -
           dirs.sort()
           found += [os.path.join(root, f) for f in files]
       else:
-        found = [os.path.join(path, f) for f in os.listdir(path)
-                 if os.path.isfile(os.path.join(path, f))]
+        found = [
+          os.path.join(path, f) for f in os.listdir(path) if os.path.isfile(os.path.join(path, f))
+        ]
       found = sorted(f for f in found if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS)
       if not found:
-        raise ValueError(f"{path}: directory has no video files (extensions "
-                         f"{' '.join(sorted(VIDEO_EXTENSIONS))})"
-                         + ("" if recursive else "; use --recursive for subdirectories"))
+        raise ValueError(
+          f"{path}: directory has no video files (extensions "
+          f"{' '.join(sorted(VIDEO_EXTENSIONS))})"
+          + ("" if recursive else "; use --recursive for subdirectories")
+        )
     elif os.path.isfile(path):
       found = [path]
     else:
@@ -97,6 +126,7 @@ class _FrameCache:
 
   def __init__(self, path: str, geometry: Mapping[str, Any], threads: int):
     from internvqa_jax.data import decode
+
     self._decode = decode
     self.path = path
     raw = path.lower().endswith(".yuv")
@@ -118,9 +148,11 @@ class _FrameCache:
 
 # ------------------------------------------------------------------ models ---
 
+
 @dataclasses.dataclass
 class ModelScorer:
   """One loaded model with its test protocol and jitted predict function."""
+
   name: str
   model_dir: str
   family: str
@@ -135,12 +167,13 @@ class ModelScorer:
     """Per-view scores (V,) float32 of normalized views (V, T, H, W, 3)."""
     views = np.asarray(views, np.float32)
     if views.shape[1:] != self.view_shape:
-      raise ValueError(f"{self.name}: views of shape {views.shape[1:]}, "
-                       f"model expects {self.view_shape}")
+      raise ValueError(
+        f"{self.name}: views of shape {views.shape[1:]}, model expects {self.view_shape}"
+      )
     out = []
     b = self.batch_size
     for start in range(0, len(views), b):
-      chunk = views[start:start + b]
+      chunk = views[start : start + b]
       n = len(chunk)
       if n < b:  # Pad with zeros: one compiled shape per model.
         chunk = np.concatenate([chunk, np.zeros((b - n,) + chunk.shape[1:], np.float32)])
@@ -151,16 +184,23 @@ class ModelScorer:
 def guess_fragments_variant(base_x_size: Sequence[int]) -> str:
   """FAST-VQA sampling variant whose clip (T, S, S) equals base_x_size."""
   from internvqa_jax.data import fragments
+
   size = tuple(int(x) for x in base_x_size)
   for v in _GUESS_ORDER:
     c = fragments.VARIANT_SAMPLING[v]
     if (c["clip_len"], c["fragments"] * c["fsize"], c["fragments"] * c["fsize"]) == size:
       return v
-  known = {v: (fragments.VARIANT_SAMPLING[v]["clip_len"],
-               fragments.VARIANT_SAMPLING[v]["fragments"] * fragments.VARIANT_SAMPLING[v]["fsize"])
-           for v in _GUESS_ORDER}
-  raise ValueError(f"no FAST-VQA sampling variant has input size {size} (known (T, S): {known}); "
-                   "pass --fragments-variant and --fragment KEY=VALUE overrides")
+  known = {
+    v: (
+      fragments.VARIANT_SAMPLING[v]["clip_len"],
+      fragments.VARIANT_SAMPLING[v]["fragments"] * fragments.VARIANT_SAMPLING[v]["fsize"],
+    )
+    for v in _GUESS_ORDER
+  }
+  raise ValueError(
+    f"no FAST-VQA sampling variant has input size {size} (known (T, S): {known}); "
+    "pass --fragments-variant and --fragment KEY=VALUE overrides"
+  )
 
 
 def _make_predict(module, params):
@@ -170,19 +210,29 @@ def _make_predict(module, params):
   def predict(p, x):
     score = module.apply({"params": p}, x, train=False)["score"]
     if score.ndim != 1:
-      raise ValueError(f"model returns scores of shape {score.shape}; scoring needs one "
-                       "score per clip (num_outputs == 1)")
+      raise ValueError(
+        f"model returns scores of shape {score.shape}; scoring needs one "
+        "score per clip (num_outputs == 1)"
+      )
     return score
 
   device_params = jax.device_put(params)
   return lambda x: predict(device_params, x)
 
 
-def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = None,
-                crops: int | None = None, resize_short: int | None | str = _USE_MODEL,
-                batch_size: int | None = None, fragments_variant: str | None = None,
-                fragment_overrides: Mapping[str, Any] | None = None,
-                test_sampling: str = "center", warmup: bool = True) -> ModelScorer:
+def load_scorer(
+  model_dir: str,
+  *,
+  name: str | None = None,
+  clips: int | None = None,
+  crops: int | None = None,
+  resize_short: int | str | None = _USE_MODEL,
+  batch_size: int | None = None,
+  fragments_variant: str | None = None,
+  fragment_overrides: Mapping[str, Any] | None = None,
+  test_sampling: str = "center",
+  warmup: bool = True,
+) -> ModelScorer:
   """Loads `model_dir` and builds its test protocol (see the module docstring).
 
   clips/crops: InternVideo2 S x C (default 4 x 3); for FAST-VQA `clips` sets
@@ -206,6 +256,7 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
   name = name or os.path.basename(model_dir)
   if family == "internvideo2":
     from internvqa_jax.data.transforms import InternVideo2Recipe
+
     if fragments_variant is not None or fragment_overrides:
       raise ValueError(f"{model_dir}: fragment options apply to FAST-VQA models, not InternVideo2")
     size = int(module.img_size)
@@ -213,31 +264,43 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
       rs = view.get("resize_short", size) if view.get("recipe") == "internvideo2" else size
     else:
       rs = resize_short
-    recipe = InternVideo2Recipe(num_frames=int(module.num_frames), crop_size=size,
-                                resize_short=None if rs is None else int(rs), flip=False,
-                                test_clips=int(clips or view.get("test_clips", 4)),
-                                test_crops=int(crops or view.get("test_crops", 3)))
+    recipe = InternVideo2Recipe(
+      num_frames=int(module.num_frames),
+      crop_size=size,
+      resize_short=None if rs is None else int(rs),
+      flip=False,
+      test_clips=int(clips or view.get("test_clips", 4)),
+      test_crops=int(crops or view.get("test_crops", 3)),
+    )
     num_views = recipe.num_eval_views
     view_shape = (recipe.num_frames, size, size, 3)
-    make_views = lambda read, n, rng: recipe.eval(read, n)  # noqa: E731
-    protocol = (f"InternVideo2 {recipe.test_clips} clips x {recipe.test_crops} crops of "
-                f"{recipe.num_frames}x{size}x{size}, resize_short="
-                f"{'native' if recipe.resize_short is None else recipe.resize_short}")
+    make_views = lambda read, n, rng: recipe.eval(read, n)
+    protocol = (
+      f"InternVideo2 {recipe.test_clips} clips x {recipe.test_crops} crops of "
+      f"{recipe.num_frames}x{size}x{size}, resize_short="
+      f"{'native' if recipe.resize_short is None else recipe.resize_short}"
+    )
   elif family == "fastvqa":
     from internvqa_jax.data import fragments
+
     if crops is not None:
       raise ValueError(f"{model_dir}: FAST-VQA has no spatial test crops (--crops); use --clips")
     if resize_short != _USE_MODEL:
-      raise ValueError(f"{model_dir}: --resize-short applies to InternVideo2 models, "
-                       "FAST-VQA samples fragments at native resolution")
+      raise ValueError(
+        f"{model_dir}: --resize-short applies to InternVideo2 models, "
+        "FAST-VQA samples fragments at native resolution"
+      )
     variant = fragments_variant
     if variant is None and view.get("recipe") == "fastvqa":
       variant = view.get("variant")
       fragment_overrides = {**(view.get("overrides") or {}), **(fragment_overrides or {})}
     if variant is None:
       stored = meta.get("variant")
-      variant = (stored if stored in fragments.VARIANT_SAMPLING
-                 else guess_fragments_variant(module.base_x_size))
+      variant = (
+        stored
+        if stored in fragments.VARIANT_SAMPLING
+        else guess_fragments_variant(module.base_x_size)
+      )
     overrides = dict(fragment_overrides or {})
     overrides.setdefault("test_sampling", test_sampling)
     if clips is not None:
@@ -245,19 +308,29 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
     sampler = fragments.FragmentSampler(variant, **overrides)
     num_views = sampler.num_clips(False)
     view_shape = (sampler.clip_len, sampler.size, sampler.size, 3)
-    make_views = lambda read, n, rng: sampler(read, n, rng, train=False)  # noqa: E731
+    make_views = lambda read, n, rng: sampler(read, n, rng, train=False)
     extra = {k: v for k, v in overrides.items() if k != "test_sampling"}
-    protocol = (f"FAST-VQA fragments {variant}{' ' + str(extra) if extra else ''}: "
-                f"{num_views} clips of {sampler.clip_len}x{sampler.size}x{sampler.size}, "
-                f"test_sampling={sampler.config.test_sampling}")
+    protocol = (
+      f"FAST-VQA fragments {variant}{' ' + str(extra) if extra else ''}: "
+      f"{num_views} clips of {sampler.clip_len}x{sampler.size}x{sampler.size}, "
+      f"test_sampling={sampler.config.test_sampling}"
+    )
   else:
     raise ValueError(f"{model_dir}: unknown model family {family!r}")
   bs = num_views if batch_size is None else int(batch_size)
   if bs < 1:
     raise ValueError(f"batch_size must be >= 1, got {bs}")
-  scorer = ModelScorer(name=name, model_dir=model_dir, family=family, protocol=protocol,
-                       num_views=num_views, batch_size=bs, make_views=make_views,
-                       predict=_make_predict(module, params), view_shape=view_shape)
+  scorer = ModelScorer(
+    name=name,
+    model_dir=model_dir,
+    family=family,
+    protocol=protocol,
+    num_views=num_views,
+    batch_size=bs,
+    make_views=make_views,
+    predict=_make_predict(module, params),
+    view_shape=view_shape,
+  )
   if warmup:  # Compile now, so per-video timings are steady-state.
     scorer.predict(np.zeros((bs,) + view_shape, np.float32))
   return scorer
@@ -265,6 +338,7 @@ def load_scorer(model_dir: str, *, name: str | None = None, clips: int | None = 
 
 def _family_of(model_dir: str) -> str:
   from internvqa_jax.models import checkpoint
+
   return checkpoint.read_meta(model_dir)["family"]
 
 
@@ -284,12 +358,20 @@ def _unique_names(model_dirs: Sequence[str]) -> list[str]:
 
 # ----------------------------------------------------------------- scoring ---
 
-def score_with(scorers: Sequence[ModelScorer], paths: Sequence[str], *,
-               width: int | None = None, height: int | None = None,
-               bit_depth: int | None = None, fps: float | None = None,
-               skip_bad: bool = False, seed: int = 0, threads: int = 0,
-               on_video: Callable[[dict], None] | None = None
-               ) -> tuple[list[dict], list[tuple[str, str]]]:
+
+def score_with(
+  scorers: Sequence[ModelScorer],
+  paths: Sequence[str],
+  *,
+  width: int | None = None,
+  height: int | None = None,
+  bit_depth: int | None = None,
+  fps: float | None = None,
+  skip_bad: bool = False,
+  seed: int = 0,
+  threads: int = 0,
+  on_video: Callable[[dict], None] | None = None,
+) -> tuple[list[dict], list[tuple[str, str]]]:
   """Scores `paths` with every scorer; returns (rows, skipped).
 
   rows: {'path', 'scores': {name: mean score}, 'num_views': {name: V},
@@ -305,9 +387,12 @@ def score_with(scorers: Sequence[ModelScorer], paths: Sequence[str], *,
     t0 = time.perf_counter()
     try:
       reader = _FrameCache(path, geometry, threads)
-      views = {s.name: np.asarray(s.make_views(reader, reader.num_frames,
-                                               np.random.default_rng(seed)), np.float32)
-               for s in scorers}
+      views = {
+        s.name: np.asarray(
+          s.make_views(reader, reader.num_frames, np.random.default_rng(seed)), np.float32
+        )
+        for s in scorers
+      }
     except Exception as e:  # pylint: disable=broad-except
       reason = f"{type(e).__name__}: {e}".replace("\n", " ")
       if not skip_bad:
@@ -322,7 +407,7 @@ def score_with(scorers: Sequence[ModelScorer], paths: Sequence[str], *,
       if not np.all(np.isfinite(per_view)):
         raise ScoreError(f"{s.name} gave non-finite scores for {path}: {per_view.tolist()}")
       row["scores"][s.name] = float(np.mean(per_view.astype(np.float64)))
-      row["num_views"][s.name] = int(len(per_view))
+      row["num_views"][s.name] = len(per_view)
     row["seconds"] = time.perf_counter() - t0
     rows.append(row)
     if on_video is not None:
@@ -330,13 +415,25 @@ def score_with(scorers: Sequence[ModelScorer], paths: Sequence[str], *,
   return rows, skipped
 
 
-_LOAD_KEYS = ("clips", "crops", "resize_short", "batch_size", "fragments_variant",
-              "fragment_overrides", "test_sampling")
+_LOAD_KEYS = (
+  "clips",
+  "crops",
+  "resize_short",
+  "batch_size",
+  "fragments_variant",
+  "fragment_overrides",
+  "test_sampling",
+)
 
 
-def score_videos(model_dir: str, paths: Sequence[str] | str, *,
-                 skipped: list | None = None, recursive: bool = False,
-                 **opts: Any) -> list[dict]:
+def score_videos(
+  model_dir: str,
+  paths: Sequence[str] | str,
+  *,
+  skipped: list | None = None,
+  recursive: bool = False,
+  **opts: Any,
+) -> list[dict]:
   """Scores videos (files or directories) with one model.
 
   Returns [{'path', 'score', 'num_views', 'seconds'}] in input order
@@ -352,22 +449,35 @@ def score_videos(model_dir: str, paths: Sequence[str] | str, *,
   rows, bad = score_with([scorer], files, **opts)
   if skipped is not None:
     skipped.extend(bad)
-  return [{"path": r["path"], "score": r["scores"][scorer.name],
-           "num_views": r["num_views"][scorer.name], "seconds": r["seconds"]} for r in rows]
+  return [
+    {
+      "path": r["path"],
+      "score": r["scores"][scorer.name],
+      "num_views": r["num_views"][scorer.name],
+      "seconds": r["seconds"],
+    }
+    for r in rows
+  ]
 
 
 # --------------------------------------------------------------------- I/O ---
+
 
 def write_csv(path: str, rows: Sequence[dict], names: Sequence[str]) -> None:
   """Columns: path, score_<model>..., num_views_<model>..., seconds."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["path"] + [f"score_{n}" for n in names] + [f"num_views_{n}" for n in names]
-               + ["seconds"])
+    w.writerow(
+      ["path"] + [f"score_{n}" for n in names] + [f"num_views_{n}" for n in names] + ["seconds"]
+    )
     for r in rows:
-      w.writerow([r["path"]] + [repr(r["scores"][n]) for n in names]
-                 + [r["num_views"][n] for n in names] + [f"{r['seconds']:.3f}"])
+      w.writerow(
+        [r["path"]]
+        + [repr(r["scores"][n]) for n in names]
+        + [r["num_views"][n] for n in names]
+        + [f"{r['seconds']:.3f}"]
+      )
 
 
 def write_skipped(path: str, skipped: Sequence[tuple[str, str]]) -> None:
@@ -406,35 +516,69 @@ def _parse_override(item: str) -> tuple[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog="python -m internvqa_jax.score",
-      description="Score video files with exported/converted quality models (CPU or accelerator).")
-  p.add_argument("videos", nargs="+", help="video files or directories (expanded to the video "
-                 "files inside, sorted)")
-  p.add_argument("--model", action="append", required=True, metavar="MODEL_DIR",
-                 help="model directory (converted model or WORKDIR/export/<role>); repeatable")
+    prog="python -m internvqa_jax.score",
+    description="Score video files with exported/converted quality models (CPU or accelerator).",
+  )
+  p.add_argument(
+    "videos",
+    nargs="+",
+    help="video files or directories (expanded to the video files inside, sorted)",
+  )
+  p.add_argument(
+    "--model",
+    action="append",
+    required=True,
+    metavar="MODEL_DIR",
+    help="model directory (converted model or WORKDIR/export/<role>); repeatable",
+  )
   p.add_argument("--out", default="scores.csv", help="CSV to write (default: scores.csv)")
-  p.add_argument("--clips", type=int, help="test clips per video (InternVideo2 default 4; "
-                 "FAST-VQA: the variant's num_clips_test)")
+  p.add_argument(
+    "--clips",
+    type=int,
+    help="test clips per video (InternVideo2 default 4; FAST-VQA: the variant's num_clips_test)",
+  )
   p.add_argument("--crops", type=int, help="InternVideo2 spatial crops per clip (default 3)")
-  p.add_argument("--resize-short", type=_parse_resize, default=_USE_MODEL, metavar="N|none",
-                 help="InternVideo2 short side before cropping (default: the model's img_size; "
-                 "'none': native-resolution crops)")
-  p.add_argument("--batch-size", type=int, help="views per model call (default: all views of "
-                 "one video)")
-  p.add_argument("--fragments-variant", help="FAST-VQA sampling variant (default: from meta.json "
-                 "or guessed from the model's input size)")
-  p.add_argument("--fragment", action="append", type=_parse_override, default=[],
-                 metavar="KEY=VALUE", help="FAST-VQA FragmentSampler override, e.g. fsize=16; "
-                 "repeatable")
-  p.add_argument("--test-sampling", default="center", choices=("center", "random", "demo"),
-                 help="FAST-VQA test sampling (default: center, deterministic)")
+  p.add_argument(
+    "--resize-short",
+    type=_parse_resize,
+    default=_USE_MODEL,
+    metavar="N|none",
+    help="InternVideo2 short side before cropping (default: the model's img_size; "
+    "'none': native-resolution crops)",
+  )
+  p.add_argument(
+    "--batch-size", type=int, help="views per model call (default: all views of one video)"
+  )
+  p.add_argument(
+    "--fragments-variant",
+    help="FAST-VQA sampling variant (default: from meta.json "
+    "or guessed from the model's input size)",
+  )
+  p.add_argument(
+    "--fragment",
+    action="append",
+    type=_parse_override,
+    default=[],
+    metavar="KEY=VALUE",
+    help="FAST-VQA FragmentSampler override, e.g. fsize=16; repeatable",
+  )
+  p.add_argument(
+    "--test-sampling",
+    default="center",
+    choices=("center", "random", "demo"),
+    help="FAST-VQA test sampling (default: center, deterministic)",
+  )
   p.add_argument("--seed", type=int, default=0, help="seed of random test sampling")
   p.add_argument("--width", type=int, help="raw .yuv frame width (if not in the file name)")
   p.add_argument("--height", type=int, help="raw .yuv frame height")
   p.add_argument("--bit-depth", type=int, help="raw .yuv bit depth (default 8)")
   p.add_argument("--recursive", action="store_true", help="also take videos in subdirectories")
-  p.add_argument("--skip-bad", action="store_true", help="skip videos that fail to decode and "
-                 "list them in <out>.skipped.txt (default: stop with an error)")
+  p.add_argument(
+    "--skip-bad",
+    action="store_true",
+    help="skip videos that fail to decode and "
+    "list them in <out>.skipped.txt (default: stop with an error)",
+  )
   p.add_argument("--threads", type=int, default=0, help="decoder threads (0 = automatic)")
   return p
 
@@ -455,38 +599,57 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Family-specific flags go to the models they describe (several models of
   # different families can be scored in one run); a flag no model uses is an error.
   iv2_opts = dict(crops=args.crops, resize_short=args.resize_short)
-  fvqa_opts = dict(fragments_variant=args.fragments_variant,
-                   fragment_overrides=dict(args.fragment) or None,
-                   test_sampling=args.test_sampling)
-  if "internvideo2" not in families and (args.crops is not None
-                                         or args.resize_short != _USE_MODEL):
+  fvqa_opts = dict(
+    fragments_variant=args.fragments_variant,
+    fragment_overrides=dict(args.fragment) or None,
+    test_sampling=args.test_sampling,
+  )
+  if "internvideo2" not in families and (args.crops is not None or args.resize_short != _USE_MODEL):
     print("error: --crops/--resize-short apply to InternVideo2 models only", file=sys.stderr)
     return 2
-  if "fastvqa" not in families and (args.fragments_variant or args.fragment
-                                    or args.test_sampling != "center"):
-    print("error: --fragments-variant/--fragment/--test-sampling apply to FAST-VQA models only",
-          file=sys.stderr)
+  if "fastvqa" not in families and (
+    args.fragments_variant or args.fragment or args.test_sampling != "center"
+  ):
+    print(
+      "error: --fragments-variant/--fragment/--test-sampling apply to FAST-VQA models only",
+      file=sys.stderr,
+    )
     return 2
   scorers = []
   for name, model_dir, family in zip(names, args.model, families):
     t0 = time.perf_counter()
     try:
-      s = load_scorer(model_dir, name=name, clips=args.clips, batch_size=args.batch_size,
-                      **(iv2_opts if family == "internvideo2" else fvqa_opts))
+      s = load_scorer(
+        model_dir,
+        name=name,
+        clips=args.clips,
+        batch_size=args.batch_size,
+        **(iv2_opts if family == "internvideo2" else fvqa_opts),
+      )
     except (FileNotFoundError, ValueError, TypeError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
-    print(f"model {name}: {s.protocol}; batch {s.batch_size}; loaded and compiled in "
-          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+      f"model {name}: {s.protocol}; batch {s.batch_size}; loaded and compiled in "
+      f"{time.perf_counter() - t0:.1f} s",
+      file=sys.stderr,
+    )
     scorers.append(s)
 
   width = max(len("video"), *(len(f) for f in files))
   print(f"{'video':<{width}}  " + "  ".join(f"{n[-12:]:>12}" for n in names) + f"  {'seconds':>8}")
   try:
-    rows, skipped = score_with(scorers, files, width=args.width, height=args.height,
-                               bit_depth=args.bit_depth, skip_bad=args.skip_bad, seed=args.seed,
-                               threads=args.threads,
-                               on_video=lambda r: print(format_row(r, names, width), flush=True))
+    rows, skipped = score_with(
+      scorers,
+      files,
+      width=args.width,
+      height=args.height,
+      bit_depth=args.bit_depth,
+      skip_bad=args.skip_bad,
+      seed=args.seed,
+      threads=args.threads,
+      on_video=lambda r: print(format_row(r, names, width), flush=True),
+    )
   except ScoreError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
@@ -495,8 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.skip_bad:  # Always written (empty if none), so no stale list survives.
     bad_path = f"{args.out}.skipped.txt"
     write_skipped(bad_path, skipped)
-    print(f"skipped {len(skipped)} video(s) that failed to decode; listed with reasons in "
-          f"{bad_path}", file=sys.stderr)
+    print(
+      f"skipped {len(skipped)} video(s) that failed to decode; listed with reasons in {bad_path}",
+      file=sys.stderr,
+    )
   if not rows:
     print("error: no video could be scored", file=sys.stderr)
     return 1

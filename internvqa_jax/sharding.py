@@ -13,17 +13,19 @@ error instead of an all-gather (jax_practices spec 3.2).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from internvqa_jax import tree_paths
 
 AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")  # The batch's leading axis is split over both.
-DEFAULT_MIN_SIZE = 2 ** 14  # Elements; smaller tensors are replicated (gather cost > memory win).
+DEFAULT_MIN_SIZE = 2**14  # Elements; smaller tensors are replicated (gather cost > memory win).
 DEFAULT_RULES = ((".*", "fsdp"),)
 TACTICS = ("replicate", "fsdp")
 
@@ -44,14 +46,17 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | Non
       raise ValueError(f"cannot infer the -1 mesh axis: {n} devices are not divisible by {known}")
     data, fsdp = (n // known, fsdp) if data == -1 else (data, n // known)
   if data * fsdp != n:
-    raise ValueError(f"mesh data={data} x fsdp={fsdp} = {data * fsdp} devices, but {n} are "
-                     f"available; sizes must multiply to the device count")
+    raise ValueError(
+      f"mesh data={data} x fsdp={fsdp} = {data * fsdp} devices, but {n} are "
+      f"available; sizes must multiply to the device count"
+    )
   if len({d.id for d in devices}) != n:
     raise ValueError("devices for the mesh contain duplicates")
   # jax.make_mesh orders devices by physical topology (mesh_utils); the Auto
   # axis types must be explicit, its default is Explicit.
-  return jax.make_mesh((int(data), int(fsdp)), AXES, axis_types=(AxisType.Auto,) * len(AXES),
-                       devices=devices)
+  return jax.make_mesh(
+    (int(data), int(fsdp)), AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices
+  )
 
 
 def fsdp_spec(shape: Sequence[int], fsdp_size: int, min_size: int = DEFAULT_MIN_SIZE) -> P:
@@ -76,9 +81,12 @@ def _check_mesh(mesh: Mesh) -> None:
     raise ValueError(f"mesh axes must be {AXES} (use make_mesh), got {mesh.axis_names}")
 
 
-def infer_param_shardings(abstract_tree: Any, mesh: Mesh,
-                          rules: Sequence[tuple[str, str]] | None = None,
-                          min_size: int = DEFAULT_MIN_SIZE) -> Any:
+def infer_param_shardings(
+  abstract_tree: Any,
+  mesh: Mesh,
+  rules: Sequence[tuple[str, str]] | None = None,
+  min_size: int = DEFAULT_MIN_SIZE,
+) -> Any:
   """Same-structure tree of NamedSharding from (regex, tactic) rules.
 
   Works on any pytree of arrays / ShapeDtypeStructs (parameters, optimizer
@@ -95,7 +103,9 @@ def infer_param_shardings(abstract_tree: Any, mesh: Mesh,
   compiled = tree_paths.compile_rules(DEFAULT_RULES if rules is None else rules, "sharding rule")
   for p, tactic in compiled:
     if tactic not in TACTICS:
-      raise ValueError(f"sharding rule {p.pattern!r}: unknown tactic {tactic!r}, choose from {TACTICS}")
+      raise ValueError(
+        f"sharding rule {p.pattern!r}: unknown tactic {tactic!r}, choose from {TACTICS}"
+      )
   fsdp_size = mesh.shape["fsdp"]
   unmatched = []
 
@@ -107,18 +117,23 @@ def infer_param_shardings(abstract_tree: Any, mesh: Mesh,
       return NamedSharding(mesh, P())
     if tactic == "replicate":
       return NamedSharding(mesh, P())
-    return NamedSharding(mesh, fsdp_spec(np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape,
-                                         fsdp_size, min_size))
+    return NamedSharding(
+      mesh,
+      fsdp_spec(np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape, fsdp_size, min_size),
+    )
 
   out = jax.tree_util.tree_map_with_path(one, abstract_tree)
   if unmatched:
-    raise ValueError(f"{len(unmatched)} leaves match no sharding rule "
-                     f"({[p.pattern for p, _ in compiled]}): {unmatched}")
+    raise ValueError(
+      f"{len(unmatched)} leaves match no sharding rule "
+      f"({[p.pattern for p, _ in compiled]}): {unmatched}"
+    )
   return out
 
 
-def infer_opt_state_shardings(abstract_opt_state: Any, abstract_params: Mapping[str, Any],
-                              param_shardings: Mapping[str, Any]) -> Any:
+def infer_opt_state_shardings(
+  abstract_opt_state: Any, abstract_params: Mapping[str, Any], param_shardings: Mapping[str, Any]
+) -> Any:
   """Shardings for an optax state that mirror the parameters' shardings.
 
   A state leaf whose name ends with a parameter path (e.g. '0/mu/head/kernel'
@@ -177,8 +192,10 @@ def make_global_batch(local_batch: Mapping[str, Any], mesh: Mesh) -> dict[str, A
       out[key] = a
       continue
     if a.shape[0] % n_local:
-      raise ValueError(f"batch field {key!r}: local batch {a.shape[0]} is not divisible by the "
-                       f"{n_local} local devices of the mesh")
+      raise ValueError(
+        f"batch field {key!r}: local batch {a.shape[0]} is not divisible by the "
+        f"{n_local} local devices of the mesh"
+      )
     out[key] = jax.make_array_from_process_local_data(sharding, a)
   return out
 
@@ -198,9 +215,13 @@ def place_host_tree(tree: Any, shardings: Any) -> Any:
   return jax.tree.map(one, tree, shardings)
 
 
-def sharded_init(init_fn: Callable[..., Any], mesh: Mesh,
-                 rules: Sequence[tuple[str, str]] | None, *args: Any,
-                 min_size: int = DEFAULT_MIN_SIZE) -> Any:
+def sharded_init(
+  init_fn: Callable[..., Any],
+  mesh: Mesh,
+  rules: Sequence[tuple[str, str]] | None,
+  *args: Any,
+  min_size: int = DEFAULT_MIN_SIZE,
+) -> Any:
   """Runs `init_fn(*args)` under jit with out_shardings from `infer_param_shardings`.
 
   Shapes come from jax.eval_shape, so the tree is born sharded and no

@@ -16,28 +16,28 @@ Frozen layout (not donated): {"<part>": frozen params}.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from internvqa_jax import losses
-from internvqa_jax import tree_paths
+from internvqa_jax import losses, tree_paths
 
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-  name: str                 # "model" (finetune), "student" or "teacher" (distill)
-  module: Any               # Flax module
-  view: str                 # batch key of its input video
+  name: str  # "model" (finetune), "student" or "teacher" (distill)
+  module: Any  # Flax module
+  view: str  # batch key of its input video
   tx: optax.GradientTransformation
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  mode: str = "finetune"            # "finetune" | "distill"
-  kind: str = "l2"                  # "l2" | "fastvqa" (plcc + 0.3 rank), score loss per model
+  mode: str = "finetune"  # "finetune" | "distill"
+  kind: str = "l2"  # "l2" | "fastvqa" (plcc + 0.3 rank), score loss per model
   teacher_weight: float = 1.0
   student_weight: float = 1.0
   feature_weight: float = 1.0
@@ -78,11 +78,13 @@ def make_loss_fn(parts: Mapping[str, Part], cfg: LossConfig) -> Callable:
       l_t = score_loss(cfg.kind, outs["teacher"]["score"], label)
       l_s = score_loss(cfg.kind, outs["student"]["score"], label)
       l_f = losses.feature_distill_loss(
-          outs["student"]["feature"], outs["teacher"]["feature"],
-          beta=cfg.smooth_l1_beta, teacher_grad=cfg.teacher_feature_grad)
+        outs["student"]["feature"],
+        outs["teacher"]["feature"],
+        beta=cfg.smooth_l1_beta,
+        teacher_grad=cfg.teacher_feature_grad,
+      )
       loss = cfg.teacher_weight * l_t + cfg.student_weight * l_s + cfg.feature_weight * l_f
-      metrics.update({"loss/teacher_score": l_t, "loss/student_score": l_s,
-                      "loss/feature": l_f})
+      metrics.update({"loss/teacher_score": l_t, "loss/student_score": l_s, "loss/feature": l_f})
     else:
       raise ValueError(f"mode must be 'finetune' or 'distill', got {cfg.mode!r}")
     metrics["loss"] = loss
@@ -91,23 +93,26 @@ def make_loss_fn(parts: Mapping[str, Part], cfg: LossConfig) -> Callable:
   return loss_fn
 
 
-def make_train_step(parts: Mapping[str, Part], cfg: LossConfig,
-                    schedules: Mapping[str, Callable[[jax.Array], jax.Array]] | None = None):
+def make_train_step(
+  parts: Mapping[str, Part],
+  cfg: LossConfig,
+  schedules: Mapping[str, Callable[[jax.Array], jax.Array]] | None = None,
+):
   """Returns step(state, frozen, batch, rng) -> (state, metrics)."""
   loss_fn = make_loss_fn(parts, cfg)
 
   def step(state, frozen, batch, rng):
     trainable = {name: state[name]["params"] for name in parts}
     rng = jax.random.fold_in(rng, state["step"])
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        trainable, frozen, batch, rng)
+    (_loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      trainable, frozen, batch, rng
+    )
     new_state = {"step": state["step"] + 1}
     for name, part in parts.items():
       # Only trainable gradients exist, so this norm never revives a frozen backward pass.
       metrics[f"grad_norm/{name}"] = optax.global_norm(grads[name])
       updates, opt = part.tx.update(grads[name], state[name]["opt"], state[name]["params"])
-      new_state[name] = {"params": optax.apply_updates(state[name]["params"], updates),
-                         "opt": opt}
+      new_state[name] = {"params": optax.apply_updates(state[name]["params"], updates), "opt": opt}
       if schedules and name in schedules:
         metrics[f"lr/{name}"] = schedules[name](state["step"])
     return new_state, metrics

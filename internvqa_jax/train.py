@@ -20,13 +20,12 @@ import os
 import signal
 from typing import Any
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training config file (configs/NAME.py[:ARG]).", lock_config=True)
+  "config", None, "Training config file (configs/NAME.py[:ARG]).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -42,11 +41,14 @@ def maybe_initialize_distributed(config) -> None:
   if not want:
     return
   import jax
+
   kwargs = {}
   if "INTERNVQA_COORDINATOR" in os.environ:
-    kwargs = dict(coordinator_address=os.environ["INTERNVQA_COORDINATOR"],
-                  num_processes=int(os.environ["INTERNVQA_NUM_PROCESSES"]),
-                  process_id=int(os.environ["INTERNVQA_PROCESS_ID"]))
+    kwargs = dict(
+      coordinator_address=os.environ["INTERNVQA_COORDINATOR"],
+      num_processes=int(os.environ["INTERNVQA_NUM_PROCESSES"]),
+      process_id=int(os.environ["INTERNVQA_PROCESS_ID"]),
+    )
   jax.distributed.initialize(**kwargs)
 
 
@@ -76,13 +78,14 @@ class _Preemption:
 @dataclasses.dataclass
 class Run:
   """Everything a training run holds on device, and its jitted functions."""
-  parts: dict            # role -> steps.Part
-  state: Any             # donated train state (trainable params, optimizer states, step)
-  frozen: Any            # role -> frozen params (never differentiated)
+
+  parts: dict  # role -> steps.Part
+  state: Any  # donated train state (trainable params, optimizer states, step)
+  frozen: Any  # role -> frozen params (never differentiated)
   state_sh: Any
   frozen_sh: Any
-  train_step: Any        # (state, frozen, batch, rng) -> (state, metrics)
-  predict: dict          # role -> (trainable, frozen, batch) -> score
+  train_step: Any  # (state, frozen, batch, rng) -> (state, metrics)
+  predict: dict  # role -> (trainable, frozen, batch) -> score
 
 
 def build_run(config, mesh, rng_init, *, log=print) -> Run:
@@ -90,11 +93,8 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
   import jax
   import jax.numpy as jnp
 
-  from internvqa_jax import model_setup
-  from internvqa_jax import optim
-  from internvqa_jax import sharding
+  from internvqa_jax import model_setup, optim, sharding, tree_paths
   from internvqa_jax import steps as steps_lib
-  from internvqa_jax import tree_paths
 
   mode = config.mode
   roles = {"finetune": ["model"], "distill": ["teacher", "student"]}.get(mode)
@@ -110,28 +110,40 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
     mask = model_setup.regex_mask(params, model_setup.trainable_regexes(mcfg, depth))
     trainable[role], frozen[role] = tree_paths.split_tree(params, mask)
     n_train = model_setup.count(trainable[role])
-    log(f"{role}: {mcfg.family}/{mcfg.variant}, {model_setup.count(params):,} parameters, "
-        f"{n_train:,} trainable, frozen_blocks={getattr(module, 'frozen_blocks', 0)}")
+    log(
+      f"{role}: {mcfg.family}/{mcfg.variant}, {model_setup.count(params):,} parameters, "
+      f"{n_train:,} trainable, frozen_blocks={getattr(module, 'frozen_blocks', 0)}"
+    )
     if n_train == 0:
       raise ValueError(f"config.{role}.trainable={mcfg.get('trainable')!r} selects no parameter")
     tx, sched = optim.make_optimizer(
-        model_setup.optimizer_config(config.optim if role != "teacher" else config.teacher_optim,
-                                     depth=depth, total_steps=config.total_steps),
-        trainable[role])
+      model_setup.optimizer_config(
+        config.optim if role != "teacher" else config.teacher_optim,
+        depth=depth,
+        total_steps=config.total_steps,
+      ),
+      trainable[role],
+    )
     parts[role] = steps_lib.Part(name=role, module=module, view=mcfg.get("view", "video"), tx=tx)
     schedules[role] = sched["lr"]
 
   if mode == "distill":
     dims = {r: model_setup.feature_dim(parts[r].module) for r in parts}
     if dims["teacher"] != dims["student"]:
-      raise ValueError(f"distill: the student's feature has {dims['student']} dims, the teacher's "
-                       f"{dims['teacher']}; the feature loss needs equal widths (InternVideo2 "
-                       f"pool_dim, FAST-VQA's last stage width)")
+      raise ValueError(
+        f"distill: the student's feature has {dims['student']} dims, the teacher's "
+        f"{dims['teacher']}; the feature loss needs equal widths (InternVideo2 "
+        f"pool_dim, FAST-VQA's last stage width)"
+      )
 
   def init_state(trainable):
-    return {"step": jnp.zeros((), jnp.int32),
-            **{role: {"params": trainable[role], "opt": parts[role].tx.init(trainable[role])}
-               for role in parts}}
+    return {
+      "step": jnp.zeros((), jnp.int32),
+      **{
+        role: {"params": trainable[role], "opt": parts[role].tx.init(trainable[role])}
+        for role in parts
+      },
+    }
 
   state_sh = sharding.infer_param_shardings(jax.eval_shape(init_state, trainable), mesh, rules)
   frozen_sh = jax.tree.map(lambda x: x.sharding, frozen)
@@ -139,13 +151,18 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
   loss_cfg = steps_lib.LossConfig(mode=mode, **config.loss.to_dict())
   batch_sh = sharding.batch_sharding(mesh)
   train_step = jax.jit(
-      steps_lib.make_train_step(parts, loss_cfg, schedules),
-      in_shardings=(state_sh, frozen_sh, batch_sh, None),
-      out_shardings=(state_sh, None),
-      donate_argnums=(0,))
-  predict = {role: jax.jit(steps_lib.make_predict_fn(part),
-                           in_shardings=(state_sh[role]["params"], frozen_sh[role], batch_sh))
-             for role, part in parts.items()}
+    steps_lib.make_train_step(parts, loss_cfg, schedules),
+    in_shardings=(state_sh, frozen_sh, batch_sh, None),
+    out_shardings=(state_sh, None),
+    donate_argnums=(0,),
+  )
+  predict = {
+    role: jax.jit(
+      steps_lib.make_predict_fn(part),
+      in_shardings=(state_sh[role]["params"], frozen_sh[role], batch_sh),
+    )
+    for role, part in parts.items()
+  }
   return Run(parts, state, frozen, state_sh, frozen_sh, train_step, predict)
 
 
@@ -154,14 +171,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   import jax
   import numpy as np
 
-  from internvqa_jax import checkpointing
-  from internvqa_jax import data_setup
-  from internvqa_jax import evaluate
-  from internvqa_jax import metric_writer
-  from internvqa_jax import sharding
-  from internvqa_jax import tree_paths
-  from internvqa_jax.models import checkpoint as ckpt_lib
+  from internvqa_jax import checkpointing, data_setup, evaluate, metric_writer, sharding, tree_paths
   from internvqa_jax import models as models_lib
+  from internvqa_jax.models import checkpoint as ckpt_lib
 
   # ---------------------------------------------------------------- setup --
   if config.get("matmul_precision"):
@@ -182,8 +194,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   data = data_setup.make_data(config, log=log)
   global_batch = config.batch_size
   if global_batch % jax.device_count():
-    raise ValueError(f"config.batch_size={global_batch} must be divisible by the "
-                     f"{jax.device_count()} devices")
+    raise ValueError(
+      f"config.batch_size={global_batch} must be divisible by the {jax.device_count()} devices"
+    )
 
   # ------------------------------------------------------ models and state --
   run = build_run(config, mesh, rng_init, log=log)
@@ -191,13 +204,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   roles, train_step, predict = list(parts), run.train_step, run.predict
 
   # -------------------------------------------------------------- restore --
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.get("keep_ckpts", 2),
-                                    keep_best=config.get("keep_best", True))
+  ckpt = checkpointing.Checkpointer(
+    workdir, keep=config.get("keep_ckpts", 2), keep_best=config.get("keep_best", True)
+  )
   train_iter = data.train_iterator()
   first_step = 0
   if ckpt.latest_step() is not None:
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            state, run.state_sh)
+    abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, run.state_sh
+    )
     state, _ = ckpt.restore(ckpt.latest_step(), abstract, data_iter=train_iter)
     first_step = int(state["step"])
     log(f"resumed from step {first_step} in {workdir}")
@@ -207,11 +222,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     for role, part in parts.items():
       fn = lambda b, role=role: predict[role](state[role]["params"], frozen[role], b)
       results[role] = evaluate.evaluate_model(
-          fn, data.eval_batches(part.view),
-          lambda b, view=part.view: data.global_batch(b, mesh, keys=[view]))
+        fn,
+        data.eval_batches(part.view),
+        lambda b, view=part.view: data.global_batch(b, mesh, keys=[view]),
+      )
     writer.write(step, {f"eval/{role}/{k}": v for role, m in results.items() for k, v in m.items()})
-    log(evaluate.format_table(results, title=f"evaluation at step {step} "
-                              f"({results[roles[0]]['num_videos']} held-out videos)"))
+    log(
+      evaluate.format_table(
+        results,
+        title=f"evaluation at step {step} ({results[roles[0]]['num_videos']} held-out videos)",
+      )
+    )
     return results
 
   # ----------------------------------------------------------------- loop --
@@ -222,7 +243,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   ckpt_every = config.get("ckpt_every", 0)
   meta = {"config": json.loads(config.to_json_best_effort())}
   best_role = "student" if config.mode == "distill" else "model"
-  pending = None  # (step, metrics) of the previous step, checked one step late: keeps dispatch async.
+  pending = (
+    None  # (step, metrics) of the previous step, checked one step late: keeps dispatch async.
+  )
 
   def check(pending):
     """Raises on a non-finite loss or gradient norm; nothing of that step is ever saved."""
@@ -232,8 +255,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if bad:
       ckpt.wait()
       last = ckpt.latest_step()
-      where = (f"The last good checkpoint is step {last} in {os.path.join(workdir, 'checkpoints')}"
-               if last is not None else "No checkpoint was written yet")
+      where = (
+        f"The last good checkpoint is step {last} in {os.path.join(workdir, 'checkpoints')}"
+        if last is not None
+        else "No checkpoint was written yet"
+      )
       raise FloatingPointError(f"{bad[0]} is {m[bad[0]]} at step {step_done}; stopping. {where}.")
     return step_done, m
 
@@ -263,6 +289,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       stop = preempt.requested
       if jax.process_count() > 1:  # Every host must take the same decision.
         from jax.experimental import multihost_utils
+
         stop = bool(np.any(multihost_utils.process_allgather(np.array(stop))))
       budget = config.get("stop_after_steps", 0)
       if stop or (budget and step - first_step >= budget and step < total):
@@ -287,11 +314,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     # internvqa_jax.models.load() (and the PyTorch exporters) read.
     params = sharding_to_host(tree_paths.merge_trees(state[role]["params"], frozen[role]))
     ckpt_lib.save_params(
-        os.path.join(workdir, "export", role), params,
-        {"family": part.module.FAMILY, "model_kwargs": models_lib.model_kwargs(part.module),
-         "trained_by": "internvqa_jax.train", "step": int(step), "eval": results[role],
-         "eval_view": data.views[part.view]},  # The test protocol `internvqa_jax.score` reuses.
-        overwrite=True)
+      os.path.join(workdir, "export", role),
+      params,
+      {
+        "family": part.module.FAMILY,
+        "model_kwargs": models_lib.model_kwargs(part.module),
+        "trained_by": "internvqa_jax.train",
+        "step": int(step),
+        "eval": results[role],
+        "eval_view": data.views[part.view],
+      },  # The test protocol `internvqa_jax.score` reuses.
+      overwrite=True,
+    )
   if is_main:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
@@ -302,9 +336,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 def sharding_to_host(tree):
   """Global (possibly multi-host sharded) arrays -> numpy on every process."""
   import jax
+
   if jax.process_count() == 1:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils
+
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
@@ -316,16 +352,19 @@ def run_stages(config, workdir: str) -> dict[str, Any]:
   the table is printed and written to WORKDIR/results.json.
   """
   from internvqa_jax import evaluate
+
   results = {}
   for name in config.stages:
     stage_cfg = config.stage_configs[name]
     for role in ("model", "teacher", "student"):
       init = stage_cfg[role].get("init", "") if role in stage_cfg else ""
       if init.startswith("stage:"):
-        src_stage, _, src_role = init[len("stage:"):].partition("/")
+        src_stage, _, src_role = init[len("stage:") :].partition("/")
         if src_stage not in results:
-          raise ValueError(f"stage {name!r}: {role}.init={init!r} names a stage that has not run "
-                           f"yet (order: {list(config.stages)})")
+          raise ValueError(
+            f"stage {name!r}: {role}.init={init!r} names a stage that has not run "
+            f"yet (order: {list(config.stages)})"
+          )
         with stage_cfg.unlocked():
           stage_cfg[role].init = os.path.join(workdir, src_stage, "export", src_role)
     print(f"=== stage {name} ===", flush=True)

@@ -12,7 +12,8 @@ use `tree_names`, which joins jax key paths the same way.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jax
 
@@ -49,7 +50,7 @@ def unflatten(flat: Mapping[str, Any], sep: str = SEP) -> dict[str, Any]:
     for i, p in enumerate(parts[:-1]):
       child = node.setdefault(p, {})
       if not isinstance(child, dict):
-        raise ValueError(f"path {path!r}: {sep.join(parts[:i + 1])!r} is already a leaf")
+        raise ValueError(f"path {path!r}: {sep.join(parts[: i + 1])!r} is already a leaf")
       node = child
     if parts[-1] in node:
       raise ValueError(f"path {path!r} is given twice or is also a prefix of another path")
@@ -77,7 +78,9 @@ def tree_names(tree: Any, sep: str = SEP) -> Any:
   return jax.tree_util.tree_map_with_path(lambda kp, _: keypath_name(kp, sep), tree)
 
 
-def compile_rules(rules: Iterable[tuple[str, Any]], what: str = "rule") -> list[tuple[re.Pattern, Any]]:
+def compile_rules(
+  rules: Iterable[tuple[str, Any]], what: str = "rule"
+) -> list[tuple[re.Pattern, Any]]:
   """[(regex, value)] -> [(compiled, value)], validating the patterns."""
   out = []
   for i, rule in enumerate(rules):
@@ -103,8 +106,9 @@ def first_match(name: str, compiled: Sequence[tuple[re.Pattern, Any]], default: 
   return default
 
 
-def match_labels(tree: Mapping[str, Any], rules: Iterable[tuple[str, Any]],
-                 what: str = "rule") -> dict[str, Any]:
+def match_labels(
+  tree: Mapping[str, Any], rules: Iterable[tuple[str, Any]], what: str = "rule"
+) -> dict[str, Any]:
   """Tree of labels: each leaf gets the value of the first rule fullmatching its path.
 
   Every leaf must match some rule; otherwise the error lists all unmatched paths
@@ -120,8 +124,9 @@ def match_labels(tree: Mapping[str, Any], rules: Iterable[tuple[str, Any]],
     labels[path] = value
   if unmatched:
     raise ValueError(
-        f"{len(unmatched)} parameter(s) match no {what} "
-        f"(patterns: {[p.pattern for p, _ in compiled]}): {unmatched}")
+      f"{len(unmatched)} parameter(s) match no {what} "
+      f"(patterns: {[p.pattern for p, _ in compiled]}): {unmatched}"
+    )
   return unflatten(labels)
 
 

@@ -10,9 +10,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests compile the same tiny programs many times, also in subprocesses (which
 # inherit this): XLA's persistent cache turns the repeats into disk reads.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(os.environ.get("TMPDIR", "/tmp"), "internvqa_jax_xla_cache"))
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR",
+  os.path.join(os.environ.get("TMPDIR", "/tmp"), "internvqa_jax_xla_cache"),
+)
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_default_matmul_precision", "highest")

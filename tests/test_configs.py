@@ -6,17 +6,16 @@ import glob
 import importlib.util
 import os
 
-import jax
-import numpy as np
 import pytest
 
-from internvqa_jax import model_setup
-from internvqa_jax import optim
-from internvqa_jax import tree_paths
+from internvqa_jax import model_setup, optim, tree_paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                 if os.path.basename(p) not in ("__init__.py", "common.py"))
+CONFIGS = sorted(
+  p
+  for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+  if os.path.basename(p) not in ("__init__.py", "common.py")
+)
 
 
 def _load(path):
@@ -50,12 +49,15 @@ def test_config_loads_with_run_command_and_runlocal(path):
     optim._read_config(c.optim.to_dict())
 
 
-@pytest.mark.parametrize("name,role,count", [
+@pytest.mark.parametrize(
+  "name,role,count",
+  [
     ("internvqa_dist_small_bvihd", "student", 23_046_145),
     ("internvqa_base_waterloo", "model", 89_441_281),
     ("internvqa_dist_base_waterloo", "teacher", 1_020_710_913),
     ("fastvqa_dist_bvihd", "student", 28_127_901),
-])
+  ],
+)
 def test_config_models_have_the_paper_parameter_counts(name, role, count):
   c = _load(os.path.join(REPO, "configs", name + ".py")).get_config()
   module = model_setup.build_module(c[role], c.compute_dtype)

@@ -40,8 +40,13 @@ def _sd(tm):
 
 def _save_released(path, sd):
   """Writes the released layout: {'state_dict': ..., 'validation_results': ...}."""
-  torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in sd.items()},
-              "validation_results": {"srcc": 0.88, "plcc": 0.89}}, path)
+  torch.save(
+    {
+      "state_dict": {k: torch.from_numpy(v) for k, v in sd.items()},
+      "validation_results": {"srcc": 0.88, "plcc": 0.89},
+    },
+    path,
+  )
   return path
 
 
@@ -140,7 +145,10 @@ def test_wrong_variant_lists_shapes(tmp_path, tiny_torch, capsys):
   with pytest.raises(CheckpointMismatchError) as e:
     conv.convert(src, tmp_path / "out", variant="fast_vqa_m")
   msg = str(e.value)
-  assert "fragments_backbone.patch_embed.proj.weight: expected (96, 3, 2, 4, 4), found (16, 3, 2, 4, 4)" in msg
+  assert (
+    "fragments_backbone.patch_embed.proj.weight: expected (96, 3, 2, 4, 4), found (16, 3, 2, 4, 4)"
+    in msg
+  )
   assert "fragment_position_bias_table: found shape (75, 1)" in msg  # M has none
   assert not os.path.exists(tmp_path / "out")
 
@@ -160,15 +168,18 @@ def test_export_round_trip(tmp_path, tiny_torch, video):
   conv.export(tmp_path / "m1", tmp_path / "exported.safetensors")
   for name in ("exported.pth", "exported.safetensors"):
     conv.convert(tmp_path / name, tmp_path / f"m_{name}")
-    _assert_trees_equal(internvqa_jax.models.load(tmp_path / f"m_{name}")[1],
-                        internvqa_jax.models.load(tmp_path / "m1")[1])
+    _assert_trees_equal(
+      internvqa_jax.models.load(tmp_path / f"m_{name}")[1],
+      internvqa_jax.models.load(tmp_path / "m1")[1],
+    )
   with pytest.raises(FileExistsError):
     conv.export(tmp_path / "m1", tmp_path / "exported.pth")
 
 
 def test_params_to_torch_rejects_wrong_tree():
-  params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
-                        fastvqa.abstract_params(fastvqa.make("tiny")))
+  params = jax.tree.map(
+    lambda s: np.zeros(s.shape, s.dtype), fastvqa.abstract_params(fastvqa.make("tiny"))
+  )
   del params["vqa_head"]["fc_last"]["bias"]
   with pytest.raises(CheckpointMismatchError, match="vqa_head/fc_last/bias: expected shape"):
     conv.params_to_torch_state_dict(params, "tiny")

@@ -38,9 +38,9 @@ def _parity(model, params, tm, shape, batch=1, seed=0):
   assert out["map"].shape == qmap.shape
   assert out["feature"].shape == (batch, feats.shape[1])
   err = {
-      "map": float(np.abs(out["map"] - qmap).max()),
-      "score": float(np.abs(out["score"] - qmap.mean((1, 2, 3))).max()),
-      "feature": float(np.abs(out["feature"] - feats.mean((2, 3, 4))).max()),
+    "map": float(np.abs(out["map"] - qmap).max()),
+    "score": float(np.abs(out["score"] - qmap.mean((1, 2, 3))).max()),
+    "feature": float(np.abs(out["feature"] - feats.mean((2, 3, 4))).max()),
   }
   # Guard against a degenerate comparison (e.g. a constant map).
   assert qmap.std() > 1e-3, qmap.std()
@@ -51,7 +51,10 @@ def _parity(model, params, tm, shape, batch=1, seed=0):
 # Parameters.
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("variant,expected", [("fast_vqa_b", 28_127_901), ("fast_vqa_m", 27_597_255)])
+
+@pytest.mark.parametrize(
+  "variant,expected", [("fast_vqa_b", 28_127_901), ("fast_vqa_m", 27_597_255)]
+)
 def test_param_counts(variant, expected):
   assert fastvqa.count_params(fastvqa.make(variant)) == expected
 
@@ -66,8 +69,10 @@ def test_param_count_with_full_input_shape():
 
 
 def test_param_tree_mirrors_torch_keys():
-  flat = {k: v.shape for k, v in
-          common.flatten_params(fastvqa.abstract_params(fastvqa.make("fast_vqa_b"))).items()}
+  flat = {
+    k: v.shape
+    for k, v in common.flatten_params(fastvqa.abstract_params(fastvqa.make("fast_vqa_b"))).items()
+  }
   assert {k.split("/")[0] for k in flat} == {"fragments_backbone", "vqa_head"}
   assert not any("relative_position_index" in k for k in flat)
   bb = "fragments_backbone/"
@@ -81,8 +86,9 @@ def test_param_tree_mirrors_torch_keys():
   assert flat["vqa_head/fc_hid/kernel"] == (768, 64)
   assert flat["vqa_head/fc_last/kernel"] == (64, 1)
   # Every Flax path maps to exactly one original key.
-  torch_paths = {conv.torch_key_to_path(k)[0]
-                 for k in conv.expected_torch_shapes("fast_vqa_b", with_index=False)}
+  torch_paths = {
+    conv.torch_key_to_path(k)[0] for k in conv.expected_torch_shapes("fast_vqa_b", with_index=False)
+  }
   assert torch_paths == set(flat)
 
 
@@ -101,10 +107,12 @@ def test_model_kwargs_json_round_trip():
 # Static geometry against the original definitions.
 # ---------------------------------------------------------------------------
 
+
 def test_relative_position_index_matches_reference():
   for window in [(8, 7, 7), (4, 4, 4), (2, 3, 3)]:
-    np.testing.assert_array_equal(swin3d.relative_position_index(window),
-                                  ref.relative_index(window).numpy())
+    np.testing.assert_array_equal(
+      swin3d.relative_position_index(window), ref.relative_index(window).numpy()
+    )
 
 
 def test_adaptive_index_keeps_base_strides():
@@ -112,11 +120,13 @@ def test_adaptive_index_keeps_base_strides():
   idx = swin3d.bias_index(base, (4, 5, 5), adaptive=True)
   coords = np.stack(np.meshgrid(*[np.arange(n) for n in (4, 5, 5)], indexing="ij")).reshape(3, -1)
   delta = coords[:, :, None] - coords[:, None, :]
-  want = ((delta[0] + 7) * 13 * 13 + (delta[1] + 6) * 13 + (delta[2] + 6))
+  want = (delta[0] + 7) * 13 * 13 + (delta[1] + 6) * 13 + (delta[2] + 6)
   np.testing.assert_array_equal(idx, want)
   # Fixed mode reads the top-left block of the base index, as the original does.
-  np.testing.assert_array_equal(swin3d.bias_index(base, (4, 5, 5), adaptive=False),
-                                swin3d.relative_position_index(base)[:100, :100])
+  np.testing.assert_array_equal(
+    swin3d.bias_index(base, (4, 5, 5), adaptive=False),
+    swin3d.relative_position_index(base)[:100, :100],
+  )
   with pytest.raises(ValueError, match="exceeds the base window"):
     swin3d.bias_index(base, (8, 8, 7), adaptive=True)
 
@@ -126,7 +136,9 @@ def test_nearest_index_matches_torch_interpolate():
     for out in range(fin, 120):
       grid = torch.arange(fin, dtype=torch.float32)[None, None]
       want = F.interpolate(grid, size=out).long()[0, 0].numpy()
-      np.testing.assert_array_equal(swin3d._nearest_source_index(out, fin), want, err_msg=f"{fin}->{out}")
+      np.testing.assert_array_equal(
+        swin3d._nearest_source_index(out, fin), want, err_msg=f"{fin}->{out}"
+      )
 
 
 def test_clamp_window_uses_less_or_equal():
@@ -168,11 +180,14 @@ def test_parity_tiny_batch(tiny):
   assert max(tiny[4].values()) < PARITY_TOL, tiny[4]
 
 
-@pytest.mark.parametrize("variant,shape,adaptive", [
-    ("tiny", (6, 40, 44), True),       # patch, window and merge padding; resized windows
-    ("tiny", (8, 100, 60), False),     # fixed windows, padding, clamped [:N,:N] index
+@pytest.mark.parametrize(
+  "variant,shape,adaptive",
+  [
+    ("tiny", (6, 40, 44), True),  # patch, window and merge padding; resized windows
+    ("tiny", (8, 100, 60), False),  # fixed windows, padding, clamped [:N,:N] index
     ("fast_vqa_b", (8, 64, 64), False),  # real widths; clamped windows, padding
-])
+  ],
+)
 def test_parity_small(variant, shape, adaptive):
   model, params, tm = _torch_and_flax(variant, adaptive_window=adaptive)
   _, err = _parity(model, params, tm, shape)
@@ -180,7 +195,9 @@ def test_parity_small(variant, shape, adaptive):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant,shape,adaptive", [
+@pytest.mark.parametrize(
+  "variant,shape,adaptive",
+  [
     ("fast_vqa_b", (32, 224, 224), True),
     ("fast_vqa_b", (32, 224, 224), False),
     ("faster_vqa_mt", (16, 224, 224), True),
@@ -189,7 +206,8 @@ def test_parity_small(variant, shape, adaptive):
     ("fast_vqa_m", (16, 128, 128), False),
     ("fast_vqa_b", (20, 200, 216), True),
     ("fast_vqa_b", (12, 96, 130), False),
-])
+  ],
+)
 def test_parity_full_size(variant, shape, adaptive):
   model, params, tm = _torch_and_flax(variant, adaptive_window=adaptive)
   out, err = _parity(model, params, tm, shape)
@@ -200,6 +218,7 @@ def test_parity_full_size(variant, shape, adaptive):
 # ---------------------------------------------------------------------------
 # Output contract, training mode, remat, bf16, input checks.
 # ---------------------------------------------------------------------------
+
 
 def test_outputs_contract(tiny):
   _, _, _, out, _ = tiny
@@ -228,8 +247,12 @@ def test_train_mode_remat_and_gradients(tiny):
   assert not np.isclose(l1, ev["score"].sum()) and not np.isclose(l1, l2)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(g1))
   for i in range(3):
-    assert np.abs(g1["fragments_backbone"][f"layers_{i}"]["blocks_1"]["attn"]
-                  ["fragment_position_bias_table"]).sum() > 0
+    assert (
+      np.abs(
+        g1["fragments_backbone"][f"layers_{i}"]["blocks_1"]["attn"]["fragment_position_bias_table"]
+      ).sum()
+      > 0
+    )
   with pytest.raises(Exception, match="dropout|drop_path"):
     jax.eval_shape(lambda p: model.apply({"params": p}, x, train=True), params)
   # Eval mode (the default) ignores both rates and needs no rng; remat changes no value.
@@ -247,7 +270,8 @@ def test_bf16_compute(tiny):
 def test_bad_inputs(tiny):
   model, params, _, _, _ = tiny
   check = lambda shape: jax.eval_shape(
-      lambda p: model.apply({"params": p}, jnp.zeros(shape)), params)
+    lambda p: model.apply({"params": p}, jnp.zeros(shape)), params
+  )
   with pytest.raises(ValueError, match="expected a video"):
     check((8, 48, 48, 3))
   with pytest.raises(ValueError, match="exceeds the base window"):

@@ -42,9 +42,11 @@ def patch_corners(coords, fragments, fsize):
   tops, lefts, src = p[..., 0, 0, 0], p[..., 0, 0, 1], p[..., 0, 0, 2]
   a = np.arange(fsize)
   np.testing.assert_array_equal(
-      p[..., 0], np.broadcast_to(tops[..., None, None] + a[:, None], p[..., 0].shape))
+    p[..., 0], np.broadcast_to(tops[..., None, None] + a[:, None], p[..., 0].shape)
+  )
   np.testing.assert_array_equal(
-      p[..., 1], np.broadcast_to(lefts[..., None, None] + a[None, :], p[..., 1].shape))
+    p[..., 1], np.broadcast_to(lefts[..., None, None] + a[None, :], p[..., 1].shape)
+  )
   np.testing.assert_array_equal(p[..., 2], np.broadcast_to(src[..., None, None], p[..., 2].shape))
   return tops, lefts, src
 
@@ -52,13 +54,16 @@ def patch_corners(coords, fragments, fsize):
 # ------------------------------------------------------------------ variants
 
 
-@pytest.mark.parametrize("variant,size,clip_len,train_clips,test_clips", [
+@pytest.mark.parametrize(
+  "variant,size,clip_len,train_clips,test_clips",
+  [
     ("fast_vqa_b", 224, 32, 1, 4),
     ("faster_vqa", 224, 32, 1, 1),
     ("faster_vqa_mt", 224, 16, 1, 1),
     ("faster_vqa_ms", 160, 32, 1, 1),
     ("fast_vqa_m", 128, 16, 1, 4),
-])
+  ],
+)
 def test_variant_shapes(variant, size, clip_len, train_clips, test_clips):
   s = fr.FragmentSampler(variant)
   assert (s.size, s.clip_len) == (size, clip_len)
@@ -88,8 +93,9 @@ def test_temporal_center_mode_hand_computed():
   k = np.arange(32) * 2
   b = fr.FragmentSampler("fast_vqa_b", test_sampling="center")
   # 4 segments of 75 frames, span 64 -> centred offset (75 - 64) // 2 = 5.
-  np.testing.assert_array_equal(b.frame_indices(300, None, False),
-                                [75 * c + 5 + k for c in range(4)])
+  np.testing.assert_array_equal(
+    b.frame_indices(300, None, False), [75 * c + 5 + k for c in range(4)]
+  )
   f = fr.FragmentSampler("faster_vqa", test_sampling="center")
   # 8 segments of 37 frames, span 8 -> offset 14; 4 frames at interval 2.
   want = np.concatenate([37 * i + 14 + np.arange(4) * 2 for i in range(8)])
@@ -105,23 +111,24 @@ def test_temporal_short_videos_wrap():
   rng = np.random.default_rng(0)
   # Segments shorter than the span: offset 0, indices modulo N.
   np.testing.assert_array_equal(b.frame_indices(10, rng, True), [k % 10])
-  np.testing.assert_array_equal(b.frame_indices(10, rng, False),
-                                [(2 * c + k) % 10 for c in range(4)])
+  np.testing.assert_array_equal(
+    b.frame_indices(10, rng, False), [(2 * c + k) % 10 for c in range(4)]
+  )
   np.testing.assert_array_equal(b.frame_indices(1, rng, False), np.zeros((4, 32)))
   f = fr.FragmentSampler("faster_vqa")
   # N=5 < 8 segments: every segment starts at 0.
-  np.testing.assert_array_equal(f.frame_indices(5, rng, True),
-                                [np.tile(np.arange(4) * 2, 8) % 5])
+  np.testing.assert_array_equal(f.frame_indices(5, rng, True), [np.tile(np.arange(4) * 2, 8) % 5])
 
 
 def test_temporal_demo_mode_matches_sampleframes():
   # avg = (100 - 32 + 1) / 4 = 17.25 -> starts int(8.625 + 17.25 c).
   np.testing.assert_array_equal(
-      fr.uniform_clip_indices(100, 32, 4).reshape(4, 32),
-      [s + np.arange(32) for s in (8, 25, 43, 60)])
+    fr.uniform_clip_indices(100, 32, 4).reshape(4, 32), [s + np.arange(32) for s in (8, 25, 43, 60)]
+  )
   d = fr.FragmentSampler("faster_vqa", test_sampling="demo")
-  np.testing.assert_array_equal(d.frame_indices(20, np.random.default_rng(0), False),
-                                [np.arange(32) % 20])
+  np.testing.assert_array_equal(
+    d.frame_indices(20, np.random.default_rng(0), False), [np.arange(32) % 20]
+  )
 
 
 def test_temporal_random_offsets_cover_exclusive_range():
@@ -135,8 +142,12 @@ def test_temporal_random_offsets_cover_exclusive_range():
   assert starts == set(range(6))
   # FasterVQA: each of the 8 segments (12 frames) draws its own offset.
   f = fr.FragmentSampler("faster_vqa")
-  offs = np.stack([f.frame_indices(96, np.random.default_rng(s), True)[0, ::4] - 12 * np.arange(8)
-                   for s in range(100)])
+  offs = np.stack(
+    [
+      f.frame_indices(96, np.random.default_rng(s), True)[0, ::4] - 12 * np.arange(8)
+      for s in range(100)
+    ]
+  )
   assert offs.min() == 0 and offs.max() == 3  # [0, 12 - 8)
   assert len({tuple(o) for o in offs}) > 90  # independent per segment
 
@@ -151,8 +162,9 @@ def test_test_sampling_is_random_by_default():
 # ------------------------------------------------------------------ spatial
 
 
-@pytest.mark.parametrize("variant,train", [("fast_vqa_b", False), ("faster_vqa", True),
-                                           ("fast_vqa_m", False)])
+@pytest.mark.parametrize(
+  "variant,train", [("fast_vqa_b", False), ("faster_vqa", True), ("fast_vqa_m", False)]
+)
 def test_patch_provenance(variant, train):
   n, h, w = 90, 256, 250
   video = coord_video(n, h, w)
@@ -228,8 +240,9 @@ def test_single_frame_forces_aligned_one():
 # ------------------------------------------------------------------ upsampling
 
 
-@pytest.mark.parametrize("h,w,out_hw", [(144, 256, (223, 398)), (200, 200, (223, 223)),
-                                        (180, 320, (224, 398))])
+@pytest.mark.parametrize(
+  "h,w,out_hw", [(144, 256, (223, 398)), (200, 200, (223, 223)), (180, 320, (224, 398))]
+)
 def test_upsample_sizes(h, w, out_hw):
   up, ratio = fr.upsample_small_frames(np.zeros((1, h, w, 3), np.uint8), 224, 224)
   assert up.shape == (1,) + out_hw + (3,)
@@ -243,8 +256,12 @@ def test_upsample_matches_torch_bit_exact():
     x = rng.integers(0, 256, (2, h, w, 3), np.uint8)
     v = torch.from_numpy(x).permute(3, 0, 1, 2)  # (C, T, H, W) as the reference
     ratio = min(h / 224, w / 224)
-    ref = (torch.nn.functional.interpolate(v / 255.0, scale_factor=1 / ratio, mode="bilinear")
-           * 255.0).type_as(v).permute(1, 2, 3, 0).numpy()
+    ref = (
+      (torch.nn.functional.interpolate(v / 255.0, scale_factor=1 / ratio, mode="bilinear") * 255.0)
+      .type_as(v)
+      .permute(1, 2, 3, 0)
+      .numpy()
+    )
     got, _ = fr.upsample_small_frames(x, 224, 224)
     np.testing.assert_array_equal(got, ref)
     part, _ = fr.upsample_small_frames(x, 224, 224, keep_h=h, keep_w=w)
@@ -272,7 +289,7 @@ def test_small_video_grid_uses_pre_upsample_size():
   for i in range(7):
     for j in range(7):
       t0, l0 = tops[0, i, j], lefts[0, i, j]
-      want[:, 32 * i:32 * i + 32, 32 * j:32 * j + 32] = up[:, t0:t0 + 32, l0:l0 + 32]
+      want[:, 32 * i : 32 * i + 32, 32 * j : 32 * j + 32] = up[:, t0 : t0 + 32, l0 : l0 + 32]
   np.testing.assert_array_equal(out[0], fr.normalize(want))
 
 
@@ -283,10 +300,9 @@ def test_normalisation_known_values():
   np.testing.assert_array_equal(fr.MEAN, np.float32([123.675, 116.28, 103.53]))
   np.testing.assert_array_equal(fr.STD, np.float32([58.395, 57.12, 57.375]))
   s = fr.FragmentSampler("fast_vqa_m")
-  for value, want in [(0, [-2.117904, -2.035714, -1.804444]),
-                      (255, [2.248908, 2.428571, 2.64])]:
+  for value, want in [(0, [-2.117904, -2.035714, -1.804444]), (255, [2.248908, 2.428571, 2.64])]:
     video = np.full((16, 128, 128, 3), value, np.uint8)
-    out = s(lambda i: video[i], 16, np.random.default_rng(0), True)
+    out = s(lambda i, video=video: video[i], 16, np.random.default_rng(0), True)
     np.testing.assert_allclose(out[0, 0, 0, 0], want, atol=1e-6)
     assert np.all(out == out[0, 0, 0, 0])
 
@@ -297,8 +313,9 @@ def test_normalisation_known_values():
 def test_errors():
   rng = np.random.default_rng(0)
   video = np.zeros((40, 240, 240, 3), np.uint8)
-  with pytest.raises(ValueError,
-                     match=r"unknown fragment sampling variant 'fast_vqa_x'.*fast_vqa_b"):
+  with pytest.raises(
+    ValueError, match=r"unknown fragment sampling variant 'fast_vqa_x'.*fast_vqa_b"
+  ):
     fr.FragmentSampler("fast_vqa_x")
   with pytest.raises(ValueError, match="unknown fragment sampling override"):
     fr.FragmentSampler("fast_vqa_b", clip_length=8)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_numpy
 
 import internvqa_jax.models
 from converters import common
 from converters import internvideo2 as conv
 from internvqa_jax.models import internvideo2 as iv2
 from internvqa_jax.models import posembed
-from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_numpy
 
 ARCH_KEYS = ("embed_dim", "depth", "num_heads", "mlp_hidden", "num_frames", "img_size")
 QUIET = dict(log=lambda *a: None)
@@ -28,8 +28,12 @@ def _forward(model, params, video):
 
 def _ref(variant, gelu="tanh", seed=0, use_sdpa=True, **overrides):
   arch = {**iv2.VARIANTS[variant], **overrides}
-  ref = InternVideo2Ref(**{k: arch[k] for k in ARCH_KEYS}, num_outputs=arch.get("num_outputs", 1),
-                        gelu=gelu, use_sdpa=use_sdpa).eval()
+  ref = InternVideo2Ref(
+    **{k: arch[k] for k in ARCH_KEYS},
+    num_outputs=arch.get("num_outputs", 1),
+    gelu=gelu,
+    use_sdpa=use_sdpa,
+  ).eval()
   return randomize_(ref, seed)
 
 
@@ -42,6 +46,7 @@ def _write(path, sd, fmt):
     torch.save(tensors, path)
   elif fmt == "safetensors":
     from safetensors.torch import save_file
+
     save_file(tensors, path)
   else:
     raise ValueError(fmt)
@@ -78,11 +83,14 @@ def _video(model, batch=2, seed=0):
 # Parity through files in the released formats.
 
 
-@pytest.mark.parametrize("fmt,gelu,use_sdpa", [
+@pytest.mark.parametrize(
+  "fmt,gelu,use_sdpa",
+  [
     ("module_bf16_pth", "tanh", True),
     ("plain_fp32_pth", "erf", False),
     ("safetensors", "tanh", False),
-])
+  ],
+)
 def test_small_width_parity_through_files(tmp_path, fmt, gelu, use_sdpa):
   ref = _ref("small", gelu, seed=11, use_sdpa=use_sdpa, num_frames=2, img_size=56)
   sd = state_dict_numpy(ref)
@@ -176,13 +184,21 @@ def test_converter_resamples_pos_embed(tmp_path):
   ref = _ref("tiny", num_frames=4, img_size=56)  # 4 frames, 4x4 grid.
   sd = state_dict_numpy(ref)
   src = _write(tmp_path / "t.pth", sd, "plain_fp32_pth")
-  meta = conv.convert(src, str(tmp_path / "out"), src_img_size=56, num_frames=2, img_size=42,
-                      **QUIET)
-  assert meta["pos_embed"] == {**meta["pos_embed"], "source_frames": 4, "source_img_size": 56,
-                               "frames": 2, "img_size": 42, "resampled": True}
+  meta = conv.convert(
+    src, str(tmp_path / "out"), src_img_size=56, num_frames=2, img_size=42, **QUIET
+  )
+  assert meta["pos_embed"] == {
+    **meta["pos_embed"],
+    "source_frames": 4,
+    "source_img_size": 56,
+    "frames": 2,
+    "img_size": 42,
+    "resampled": True,
+  }
   model, params = internvqa_jax.models.load(str(tmp_path / "out"))
-  np.testing.assert_allclose(params["pos_embed"], _torch_resample(sd["pos_embed"], 4, 2, 4, 3),
-                             rtol=0, atol=1e-6)
+  np.testing.assert_allclose(
+    params["pos_embed"], _torch_resample(sd["pos_embed"], 4, 2, 4, 3), rtol=0, atol=1e-6
+  )
   assert _forward(model, params, _video(model))["score"].shape == (2,)
 
 
@@ -193,10 +209,19 @@ def test_converter_resamples_pos_embed(tmp_path):
 def test_wrapper_prefix_extra_keys_and_head_slicing(tmp_path):
   ref = _ref("tiny", num_outputs=5)
   sd = state_dict_numpy(ref)
-  extra = {"clip_pos_embed": sd["pos_embed"], "clip_decoder.0.head.0.weight": np.ones((64, 64)),
-           "final_clip_decoder.norm.weight": np.ones(768), "mae_pos_embed": np.ones((1, 8, 64))}
-  wrapped = {"model": {f"backbone.{k}": torch.from_numpy(np.asarray(v, np.float32))
-                       for k, v in {**sd, **extra}.items()}, "epoch": torch.tensor(3)}
+  extra = {
+    "clip_pos_embed": sd["pos_embed"],
+    "clip_decoder.0.head.0.weight": np.ones((64, 64)),
+    "final_clip_decoder.norm.weight": np.ones(768),
+    "mae_pos_embed": np.ones((1, 8, 64)),
+  }
+  wrapped = {
+    "model": {
+      f"backbone.{k}": torch.from_numpy(np.asarray(v, np.float32))
+      for k, v in {**sd, **extra}.items()
+    },
+    "epoch": torch.tensor(3),
+  }
   torch.save(wrapped, tmp_path / "w.pth")
   meta = conv.convert(str(tmp_path / "w.pth"), str(tmp_path / "out"), num_outputs=3, **QUIET)
   assert meta["wrapper_key"] == "model"
@@ -239,16 +264,25 @@ def _bad_checkpoint(tmp_path, edit):
   return _write(tmp_path / "bad.pth", sd, "plain_fp32_pth")
 
 
-@pytest.mark.parametrize("edit,pattern", [
-    (lambda sd: sd.pop("blocks.1.mlp.fc2.bias"),
-     r"1 missing key\(s\):\n    blocks\.1\.mlp\.fc2\.bias \[blocks_1/mlp/fc2/bias\]: "
-     r"expected shape \(64,\)"),
-    (lambda sd: sd.update({"blocks.0.attn.rel_bias": np.zeros((3, 4), np.float32)}),
-     r"1 unexpected key\(s\):\n    blocks\.0\.attn\.rel_bias: found shape \(3, 4\)"),
-    (lambda sd: sd.update({"blocks.1.attn.proj.weight": np.zeros((64, 65), np.float32)}),
-     r"wrong shape:\n    blocks\.1\.attn\.proj\.weight \[blocks_1/attn/proj/kernel\]: "
-     r"expected \(64, 64\), found \(64, 65\)"),
-])
+@pytest.mark.parametrize(
+  "edit,pattern",
+  [
+    (
+      lambda sd: sd.pop("blocks.1.mlp.fc2.bias"),
+      r"1 missing key\(s\):\n    blocks\.1\.mlp\.fc2\.bias \[blocks_1/mlp/fc2/bias\]: "
+      r"expected shape \(64,\)",
+    ),
+    (
+      lambda sd: sd.update({"blocks.0.attn.rel_bias": np.zeros((3, 4), np.float32)}),
+      r"1 unexpected key\(s\):\n    blocks\.0\.attn\.rel_bias: found shape \(3, 4\)",
+    ),
+    (
+      lambda sd: sd.update({"blocks.1.attn.proj.weight": np.zeros((64, 65), np.float32)}),
+      r"wrong shape:\n    blocks\.1\.attn\.proj\.weight \[blocks_1/attn/proj/kernel\]: "
+      r"expected \(64, 64\), found \(64, 65\)",
+    ),
+  ],
+)
 def test_mismatch_errors_name_keys_and_write_nothing(tmp_path, edit, pattern):
   src = _bad_checkpoint(tmp_path, edit)
   dst = tmp_path / "out"
@@ -260,9 +294,11 @@ def test_mismatch_errors_name_keys_and_write_nothing(tmp_path, edit, pattern):
 
 def test_wrong_variant_is_a_clear_error(tmp_path):
   src = _bad_checkpoint(tmp_path, lambda sd: None)
-  with pytest.raises(common.CheckpointMismatchError,
-                     match=r"has embed_dim=64, depth=2, mlp_hidden=256 \(variant tiny\), but "
-                           r"--variant small expects embed_dim=384, depth=12, mlp_hidden=1536"):
+  with pytest.raises(
+    common.CheckpointMismatchError,
+    match=r"has embed_dim=64, depth=2, mlp_hidden=256 \(variant tiny\), but "
+    r"--variant small expects embed_dim=384, depth=12, mlp_hidden=1536",
+  ):
     conv.convert(src, str(tmp_path / "out"), variant="small", **QUIET)
   assert not (tmp_path / "out").exists()
   # The CLI reports the same error and exits non-zero.
@@ -289,8 +325,14 @@ def test_export_round_trip(tmp_path, suffix):
   src = _write(tmp_path / "a.pth", state_dict_numpy(ref), "plain_fp32_pth")
   assert conv.main([src, str(tmp_path / "a"), "--variant", "tiny"]) == 0
   out = tmp_path / f"b.{suffix}"
-  assert conv.main(["export", str(tmp_path / "a"), str(out), "--wrapper", "module"]
-                   if suffix == "pth" else ["export", str(tmp_path / "a"), str(out)]) == 0
+  assert (
+    conv.main(
+      ["export", str(tmp_path / "a"), str(out), "--wrapper", "module"]
+      if suffix == "pth"
+      else ["export", str(tmp_path / "a"), str(out)]
+    )
+    == 0
+  )
   model, params = internvqa_jax.models.load(str(tmp_path / "a"))
   # Strict load into the reference, same outputs.
   raw = common.unwrap(common.read_raw(str(out)), ("module",))[0]

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_numpy
 
 from converters import internvideo2 as conv
 from internvqa_jax.models import internvideo2 as iv2
 from internvqa_jax.models import posembed
-from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_numpy
 
 ARCH_KEYS = ("embed_dim", "depth", "num_heads", "mlp_hidden", "num_frames", "img_size")
 
@@ -27,8 +27,9 @@ def _video(model, batch=2, seed=0):
 
 def _random_pair(model, gelu="tanh", seed=0):
   """(torch reference, Flax params) holding the same random weights."""
-  ref = InternVideo2Ref(**{k: getattr(model, k) for k in ARCH_KEYS},
-                        num_outputs=model.num_outputs, gelu=gelu).eval()
+  ref = InternVideo2Ref(
+    **{k: getattr(model, k) for k in ARCH_KEYS}, num_outputs=model.num_outputs, gelu=gelu
+  ).eval()
   randomize_(ref, seed)
   params = conv.torch_state_dict_to_params(state_dict_numpy(ref), iv2.model_kwargs(model))
   return ref, params
@@ -51,9 +52,10 @@ def _assert_parity(ours, theirs, what):
 # Structure.
 
 
-@pytest.mark.parametrize("variant,expected", [
-    ("small", 23_046_145), ("base", 89_441_281), ("large", 308_931_585),
-    ("1b", 1_020_710_913)])
+@pytest.mark.parametrize(
+  "variant,expected",
+  [("small", 23_046_145), ("base", 89_441_281), ("large", 308_931_585), ("1b", 1_020_710_913)],
+)
 def test_param_counts_match_spec(variant, expected):
   assert iv2.count_params(iv2.make(variant, num_outputs=1)) == expected
 
@@ -80,10 +82,14 @@ def test_wrong_input_shape_is_a_clear_error():
   model = iv2.make("tiny")
   params = iv2.abstract_params(model)  # The checks run at trace time: no compute needed.
   apply = lambda video, **kw: jax.eval_shape(
-      lambda p, v: model.apply({"params": p}, v, **kw), params, video)
+    lambda p, v: model.apply({"params": p}, v, **kw), params, video
+  )
   bad = jax.ShapeDtypeStruct((1, 3, 28, 28, 3), jnp.float32)
-  with pytest.raises(ValueError, match=r"expects video of shape \(B, 2, 28, 28, 3\).*"
-                                       r"found \(1, 3, 28, 28, 3\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"expects video of shape \(B, 2, 28, 28, 3\).*"
+    r"found \(1, 3, 28, 28, 3\)",
+  ):
     apply(bad)
   with pytest.raises(ValueError, match=r"return_tokens_after=2 is not a block index in \[0, 1\]"):
     apply(_video(model), return_tokens_after=2)
@@ -126,9 +132,9 @@ def test_pos_embed_init_is_3d_sincos_with_w_first():
   np.testing.assert_array_equal(pe, posembed.sincos_3d(64, 2, 2))
   c, g = 64, 2
   row = lambda t, h, w: pe[1 + t * g * g + h * g + w]
-  assert np.all(pe[0] == 0)                              # cls row.
+  assert np.all(pe[0] == 0)  # cls row.
   np.testing.assert_allclose(row(0, 0, 0)[: c // 8], 0.0)  # sin(0) for every frequency.
-  np.testing.assert_allclose(row(0, 0, 0)[c // 8: c // 4], 1.0)
+  np.testing.assert_allclose(row(0, 0, 0)[c // 8 : c // 4], 1.0)
   np.testing.assert_allclose(row(1, 0, 0)[0], np.sin(1.0), rtol=1e-6)  # temporal, freq 0.
   # Spatial part: the first 3C/8 channels encode the column w, the next 3C/8 the row h.
   np.testing.assert_allclose(row(0, 0, 1)[c // 4], np.sin(1.0), rtol=1e-6)
@@ -144,8 +150,9 @@ def test_pos_embed_init_is_3d_sincos_with_w_first():
 @pytest.mark.parametrize("gelu,img,impl", [("tanh", 28, "xla"), ("erf", 112, "chunked")])
 def test_small_width_matches_torch_and_tokens(gelu, img, impl):
   # 'xla' is jax.nn.dot_product_attention's generic path; 'chunked' the CPU default.
-  model = iv2.make("small", num_frames=2, img_size=img, gelu_approximate=(gelu == "tanh"),
-                   attention_impl=impl)
+  model = iv2.make(
+    "small", num_frames=2, img_size=img, gelu_approximate=(gelu == "tanh"), attention_impl=impl
+  )
   ref, params = _random_pair(model, gelu, seed=3)
   video = _video(model)
   ours = _forward(model, params, video, return_tokens_after=5)
@@ -164,15 +171,20 @@ def test_chunked_attention_equals_dot_product_attention():
     got = iv2.chunked_attention(q, k, v, 0.3, chunk=chunk)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"chunk {chunk}")
   # Pooling shape: one query over 300 keys.
-  np.testing.assert_allclose(iv2.chunked_attention(q[:, :1], k, v, 0.3),
-                             jax.nn.dot_product_attention(q[:, :1], k, v, scale=0.3),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    iv2.chunked_attention(q[:, :1], k, v, 0.3),
+    jax.nn.dot_product_attention(q[:, :1], k, v, scale=0.3),
+    rtol=1e-5,
+    atol=1e-6,
+  )
   # Gradients through the lax.map equal those of the generic path.
   loss = lambda f: lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v)))
-  got = jax.grad(loss(lambda q, k, v: iv2.chunked_attention(q, k, v, 0.3, chunk=128)),
-                 argnums=(0, 1, 2))(q, k, v)
-  want_g = jax.grad(loss(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=0.3)),
-                    argnums=(0, 1, 2))(q, k, v)
+  got = jax.grad(
+    loss(lambda q, k, v: iv2.chunked_attention(q, k, v, 0.3, chunk=128)), argnums=(0, 1, 2)
+  )(q, k, v)
+  want_g = jax.grad(
+    loss(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=0.3)), argnums=(0, 1, 2)
+  )(q, k, v)
   for name, a, b in zip("qkv", got, want_g):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"d{name}")
   # bf16 inputs: bf16 output, float32 softmax inside.
@@ -184,10 +196,14 @@ def test_chunked_attention_equals_dot_product_attention():
   assert jax.default_backend() == "cpu"
   for t, chunked in ((300, True), (256, True), (255, False), (200, False)):
     qt, kt, vt = q[:, :t], k[:, :t], v[:, :t]
-    expect = (iv2.chunked_attention(qt, kt, vt, 0.3) if chunked
-              else jax.nn.dot_product_attention(qt, kt, vt, scale=0.3))
-    np.testing.assert_array_equal(iv2.attention(qt, kt, vt, 0.3, None), expect,
-                                  err_msg=f"{t} tokens")
+    expect = (
+      iv2.chunked_attention(qt, kt, vt, 0.3)
+      if chunked
+      else jax.nn.dot_product_attention(qt, kt, vt, scale=0.3)
+    )
+    np.testing.assert_array_equal(
+      iv2.attention(qt, kt, vt, 0.3, None), expect, err_msg=f"{t} tokens"
+    )
   np.testing.assert_array_equal(iv2.attention(q, k, v, 0.3, "xla"), want)
   with pytest.raises(ValueError, match="attention_impl must be one of"):
     iv2.attention(q, k, v, 0.3, "flash")
@@ -224,6 +240,7 @@ def _loss_grads(model, params, video, train=False):
   def loss(p):
     rngs = {"drop_path": jax.random.key(9)} if train else None
     return jnp.sum(model.apply({"params": p}, video, train=train, rngs=rngs)["score"] ** 2)
+
   return jax.jit(jax.grad(loss))(params)
 
 
@@ -232,8 +249,9 @@ def test_frozen_blocks_stop_gradients_at_the_boundary():
   _, params = _random_pair(model, seed=5)
   video = _video(model)
   frozen = model.clone(frozen_blocks=2)
-  np.testing.assert_array_equal(_forward(model, params, video)["score"],
-                                _forward(frozen, params, video)["score"])
+  np.testing.assert_array_equal(
+    _forward(model, params, video)["score"], _forward(frozen, params, video)["score"]
+  )
   g = _loss_grads(frozen, params, video)
   norm = lambda t: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(t)))
   for name in ("patch_embed", "cls_token", "pos_embed", "blocks_0", "blocks_1"):
@@ -274,9 +292,11 @@ def test_drop_path_and_dropout_only_in_training():
   # The feature is taken before the head dropout: only drop path changes it.
   only_fc = base.clone(fc_drop_rate=0.5)
   f = jax.jit(lambda p, v, r: only_fc.apply({"params": p}, v, train=True, rngs=r))(
-      params, video, rngs(3))
-  np.testing.assert_allclose(f["feature"], _forward(base, params, video)["feature"],
-                             rtol=1e-5, atol=1e-5)
+    params, video, rngs(3)
+  )
+  np.testing.assert_allclose(
+    f["feature"], _forward(base, params, video)["feature"], rtol=1e-5, atol=1e-5
+  )
   assert not np.allclose(f["score"], ref)
   with pytest.raises(Exception, match="drop_path"):
     model.apply({"params": params}, video, train=True, rngs={"dropout": jax.random.key(0)})

@@ -34,8 +34,9 @@ def test_smooth_l1_matches_torch(beta):
 
 def test_smooth_l1_hand_values():
   # |x| = 0.5 < 2 -> 0.5 * 0.25 / 2 = 0.0625; |x| = 3 >= 2 -> 3 - 1 = 2.
-  np.testing.assert_allclose(losses.smooth_l1(jnp.array([0.5, -3.0]), jnp.zeros(2), 2.0),
-                             (0.0625 + 2.0) / 2)
+  np.testing.assert_allclose(
+    losses.smooth_l1(jnp.array([0.5, -3.0]), jnp.zeros(2), 2.0), (0.0625 + 2.0) / 2
+  )
 
 
 def test_layer_norm_matches_torch():
@@ -108,13 +109,17 @@ def test_distill_loss_total():
   rng = np.random.default_rng(11)
   s_score, t_score, y = (rng.uniform(size=4).astype(np.float32) for _ in range(3))
   s_feat, t_feat = _rand(4, 8, seed=12), _rand(4, 8, seed=13)
-  total, parts = losses.distill_loss(s_score[:, None], t_score, s_feat, t_feat, y,
-                                     teacher_weight=0.5, feature_weight=2.0)
+  total, parts = losses.distill_loss(
+    s_score[:, None], t_score, s_feat, t_feat, y, teacher_weight=0.5, feature_weight=2.0
+  )
   np.testing.assert_allclose(parts["student"], np.mean((s_score - y) ** 2), rtol=1e-6)
   np.testing.assert_allclose(parts["teacher"], np.mean((t_score - y) ** 2), rtol=1e-6)
-  np.testing.assert_allclose(parts["feature"], losses.feature_distill_loss(s_feat, t_feat), rtol=1e-6)
-  np.testing.assert_allclose(total, parts["student"] + 0.5 * parts["teacher"] + 2 * parts["feature"],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    parts["feature"], losses.feature_distill_loss(s_feat, t_feat), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    total, parts["student"] + 0.5 * parts["teacher"] + 2 * parts["feature"], rtol=1e-6
+  )
 
 
 def test_shape_errors():

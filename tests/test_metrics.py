@@ -81,7 +81,8 @@ def test_rmse_conventions():
   beta = metrics.fit_logistic4(x, y)
   assert out["rmse"] == pytest.approx(np.sqrt(np.mean((metrics.logistic4(x, *beta) - y) ** 2)))
   assert out["plcc_logistic"] == pytest.approx(
-      scipy.stats.pearsonr(metrics.logistic4(x, *beta), y).statistic)
+    scipy.stats.pearsonr(metrics.logistic4(x, *beta), y).statistic
+  )
   # Least squares over a family containing (nearly) linear maps: no worse than linear.
   assert out["rmse"] <= out["rmse_linear"] + 1e-6
 
@@ -114,14 +115,17 @@ def test_fit_failure_falls_back_or_raises(caplog):
     metrics.fit_logistic4(x, y, maxfev=2)  # cannot converge in 2 evaluations
 
 
-@pytest.mark.parametrize("pred, target, match", [
+@pytest.mark.parametrize(
+  "pred, target, match",
+  [
     ([1, 2, 3], [1, 2], "3 items but target has 2"),
     ([1, 2], [1, 2], "at least 3"),
     ([1, np.nan, 3], [1, 2, 3], "pred has 1 non-finite"),
     ([1, 2, 3], [1, 2, np.inf], "target has 1 non-finite"),
     ([1, 2, 3], [2, 2, 2], "target is constant"),
     (np.ones((3, 2)), [1, 2, 3], "must be 1-D"),
-])
+  ],
+)
 def test_input_validation(pred, target, match):
   with pytest.raises(ValueError, match=match):
     metrics.evaluate(pred, target)
@@ -157,6 +161,7 @@ def test_aggregate_by_video_errors():
   with pytest.raises(ValueError, match="no \\(unmasked\\) views"):
     metrics.aggregate_by_video(["a"], [1.0], mask=np.array([False]))
   # NaN in a masked-out padding row is fine: it is dropped first.
-  ids, m = metrics.aggregate_by_video(["a", "a", "x"], [1.0, 3.0, np.nan],
-                                      mask=np.array([True, True, False]), expected_views=2)
+  ids, m = metrics.aggregate_by_video(
+    ["a", "a", "x"], [1.0, 3.0, np.nan], mask=np.array([True, True, False]), expected_views=2
+  )
   assert ids.tolist() == ["a"] and m.tolist() == [2.0]

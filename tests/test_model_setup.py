@@ -7,18 +7,22 @@ import ml_collections as mlc
 import numpy as np
 import pytest
 
-from internvqa_jax import model_setup
-from internvqa_jax import models
-from internvqa_jax import sharding
-from internvqa_jax import tree_paths
-from internvqa_jax.models import checkpoint
-from internvqa_jax.models import posembed
+from internvqa_jax import model_setup, models, sharding, tree_paths
+from internvqa_jax.models import checkpoint, posembed
 
 
 def _cfg(path, frames=2, dont_load=(), **kw):
-  return mlc.ConfigDict(dict(family="internvideo2", variant="tiny", init=path,
-                             dont_load=list(dont_load), trainable=".*", view="video",
-                             kwargs=dict(num_frames=frames, **kw)))
+  return mlc.ConfigDict(
+    dict(
+      family="internvideo2",
+      variant="tiny",
+      init=path,
+      dont_load=list(dont_load),
+      trainable=".*",
+      view="video",
+      kwargs=dict(num_frames=frames, **kw),
+    )
+  )
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +30,18 @@ def saved(tmp_path_factory):
   module = models.make("internvideo2", "tiny", num_frames=2)
   params = jax.device_get(model_setup.init_params(module, jax.random.key(1)))
   path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
-  checkpoint.save_params(path, params, {"family": "internvideo2",
-                                        "model_kwargs": models.model_kwargs(module)})
+  checkpoint.save_params(
+    path, params, {"family": "internvideo2", "model_kwargs": models.model_kwargs(module)}
+  )
   return path, tree_paths.flatten(params)
 
 
 def _init(cfg):
   module = model_setup.build_module(cfg, "float32")
   mesh = sharding.make_mesh(data=1, fsdp=1, devices=jax.devices()[:1])
-  params = model_setup.init_sharded(module, jax.random.key(7), mesh, None, model_cfg=cfg,
-                                    log=lambda *a: None)
+  params = model_setup.init_sharded(
+    module, jax.random.key(7), mesh, None, model_cfg=cfg, log=lambda *a: None
+  )
   return tree_paths.flatten(jax.device_get(params))
 
 
@@ -54,8 +60,9 @@ def test_loads_every_tensor_except_dont_load(saved):
 def test_pos_embed_is_resampled_when_frames_differ(saved):
   path, ref = saved
   got = _init(_cfg(path, frames=4))
-  want = posembed.resample_pos_embed(ref["pos_embed"], src_frames=2, src_grid=2, dst_frames=4,
-                                     dst_grid=2)
+  want = posembed.resample_pos_embed(
+    ref["pos_embed"], src_frames=2, src_grid=2, dst_frames=4, dst_grid=2
+  )
   assert got["pos_embed"].shape == (1, 1 + 4 * 4, 64)
   np.testing.assert_allclose(got["pos_embed"], want, rtol=0, atol=1e-7)
 

@@ -19,30 +19,45 @@ def fake_internvideo2(depth=DEPTH, c=C, seed=0):
   rng = np.random.default_rng(seed)
   r = lambda *s: rng.standard_normal(s).astype(np.float32)
   flat = {
-      "cls_token": r(1, 1, c),
-      "pos_embed": r(1, 5, c),
-      "patch_embed/proj/kernel": r(1, 2, 2, 3, c),
-      "patch_embed/proj/bias": r(c),
+    "cls_token": r(1, 1, c),
+    "pos_embed": r(1, 5, c),
+    "patch_embed/proj/kernel": r(1, 2, 2, 3, c),
+    "patch_embed/proj/bias": r(c),
   }
   for i in range(depth):
     b = f"blocks_{i}"
-    flat.update({
-        f"{b}/norm1/scale": r(c), f"{b}/attn/qkv/kernel": r(c, 3 * c),
-        f"{b}/attn/proj/kernel": r(c, c), f"{b}/attn/proj/bias": r(c),
-        f"{b}/attn/q_norm/scale": r(c), f"{b}/attn/k_norm/scale": r(c),
-        f"{b}/ls1/gamma": r(c), f"{b}/norm2/scale": r(c),
-        f"{b}/mlp/fc1/kernel": r(c, 2 * c), f"{b}/mlp/fc1/bias": r(2 * c),
-        f"{b}/mlp/fc2/kernel": r(2 * c, c), f"{b}/mlp/fc2/bias": r(c), f"{b}/ls2/gamma": r(c),
-    })
+    flat.update(
+      {
+        f"{b}/norm1/scale": r(c),
+        f"{b}/attn/qkv/kernel": r(c, 3 * c),
+        f"{b}/attn/proj/kernel": r(c, c),
+        f"{b}/attn/proj/bias": r(c),
+        f"{b}/attn/q_norm/scale": r(c),
+        f"{b}/attn/k_norm/scale": r(c),
+        f"{b}/ls1/gamma": r(c),
+        f"{b}/norm2/scale": r(c),
+        f"{b}/mlp/fc1/kernel": r(c, 2 * c),
+        f"{b}/mlp/fc1/bias": r(2 * c),
+        f"{b}/mlp/fc2/kernel": r(2 * c, c),
+        f"{b}/mlp/fc2/bias": r(c),
+        f"{b}/ls2/gamma": r(c),
+      }
+    )
   for n in ("q", "k", "v"):
     flat[f"clip_projector/norm1_{n}/scale"] = r(c)
     flat[f"clip_projector/norm1_{n}/bias"] = r(c)
     flat[f"clip_projector/cross_attn/{n}/kernel"] = r(c, c)
     flat[f"clip_projector/cross_attn/{n}/bias"] = r(c)
-  flat.update({
-      "clip_projector/cross_attn/proj/kernel": r(c, 6), "clip_projector/cross_attn/proj/bias": r(6),
-      "fc_norm/scale": r(6), "fc_norm/bias": r(6), "head/kernel": r(6, 1), "head/bias": r(1),
-  })
+  flat.update(
+    {
+      "clip_projector/cross_attn/proj/kernel": r(c, 6),
+      "clip_projector/cross_attn/proj/bias": r(6),
+      "fc_norm/scale": r(6),
+      "fc_norm/bias": r(6),
+      "head/kernel": r(6, 1),
+      "head/bias": r(1),
+    }
+  )
   return tree_paths.unflatten(flat)
 
 
@@ -63,15 +78,20 @@ def test_teacher_presets_select_exact_paths():
   last = {p for p in flat if p.startswith(f"blocks_{DEPTH - 1}/")}
   head = {p for p in flat if p.split("/")[0] in ("clip_projector", "fc_norm", "head")}
   stem = {"cls_token", "pos_embed", "patch_embed/proj/kernel", "patch_embed/proj/bias"}
-  paper = _paths_where(optim.trainable_mask(
-      params, trainable_regexes=optim.teacher_trainable_regexes("paper", DEPTH)))
+  paper = _paths_where(
+    optim.trainable_mask(params, trainable_regexes=optim.teacher_trainable_regexes("paper", DEPTH))
+  )
   assert paper == last | head
-  authors = _paths_where(optim.trainable_mask(
-      params, trainable_regexes=optim.teacher_trainable_regexes("authors_code", DEPTH)))
+  authors = _paths_where(
+    optim.trainable_mask(
+      params, trainable_regexes=optim.teacher_trainable_regexes("authors_code", DEPTH)
+    )
+  )
   assert authors == last | head | stem
   # The authors' rule: everything except blocks 0..depth-2.
-  assert authors == {p for p in flat
-                     if not (p.startswith("blocks_") and int(p.split("/")[0][7:]) < DEPTH - 1)}
+  assert authors == {
+    p for p in flat if not (p.startswith("blocks_") and int(p.split("/")[0][7:]) < DEPTH - 1)
+  }
   assert optim.frozen_blocks_for_preset("paper", 40) == 39
   assert optim.frozen_blocks_for_preset("authors_code", 40) == 0
   with pytest.raises(ValueError, match="unknown"):
@@ -85,16 +105,22 @@ def test_trainable_mask_errors():
   with pytest.raises(ValueError, match="not both"):
     optim.trainable_mask(params, ["head/.*"], trainable_regexes=["fc_norm/.*"])
   mask = optim.trainable_mask(params, ["blocks_[0-2]/.*"])
-  assert _paths_where(mask) == {p for p in tree_paths.flatten(params)
-                                if not p.startswith(("blocks_0/", "blocks_1/", "blocks_2/"))}
+  assert _paths_where(mask) == {
+    p
+    for p in tree_paths.flatten(params)
+    if not p.startswith(("blocks_0/", "blocks_1/", "blocks_2/"))
+  }
 
 
 # ---------------------------------------------------------------- rules
 def test_weight_decay_mask():
   params = fake_internvideo2()
   decays = _paths_where(optim.decay_mask(params))
-  want = {p for p, x in tree_paths.flatten(params).items()
-          if x.ndim >= 2 and p not in ("cls_token", "pos_embed")}
+  want = {
+    p
+    for p, x in tree_paths.flatten(params).items()
+    if x.ndim >= 2 and p not in ("cls_token", "pos_embed")
+  }
   assert decays == want
   assert "blocks_0/attn/qkv/kernel" in decays and "patch_embed/proj/kernel" in decays
   assert "head/bias" not in decays and "blocks_0/ls1/gamma" not in decays
@@ -108,20 +134,31 @@ def test_layer_decay_scales():
   params = fake_internvideo2()
   d = 0.75
   mults = tree_paths.flatten(optim.lr_mult_tree(params, layer_decay=d, depth=DEPTH))
-  expect_layer = {"cls_token": 0, "pos_embed": 0, "patch_embed/proj/kernel": 0,
-                  "blocks_0/attn/qkv/kernel": 1, "blocks_3/mlp/fc2/bias": 4,
-                  "clip_projector/cross_attn/q/bias": 5, "fc_norm/scale": 5, "head/kernel": 5}
+  expect_layer = {
+    "cls_token": 0,
+    "pos_embed": 0,
+    "patch_embed/proj/kernel": 0,
+    "blocks_0/attn/qkv/kernel": 1,
+    "blocks_3/mlp/fc2/bias": 4,
+    "clip_projector/cross_attn/q/bias": 5,
+    "fc_norm/scale": 5,
+    "head/kernel": 5,
+  }
   for path, layer in expect_layer.items():
     assert mults[path] == pytest.approx(d ** (DEPTH + 1 - layer)), path
   assert mults["head/kernel"] == 1.0
   # lr_mults multiply on top, first match wins; a prefix scopes the layer decay.
-  m2 = tree_paths.flatten(optim.lr_mult_tree(
-      params, layer_decay=d, depth=DEPTH, lr_mults=[("head/.*", 10.0), (".*", 0.5)]))
-  assert m2["head/kernel"] == 10.0 and m2["cls_token"] == pytest.approx(0.5 * d ** 5)
+  m2 = tree_paths.flatten(
+    optim.lr_mult_tree(
+      params, layer_decay=d, depth=DEPTH, lr_mults=[("head/.*", 10.0), (".*", 0.5)]
+    )
+  )
+  assert m2["head/kernel"] == 10.0 and m2["cls_token"] == pytest.approx(0.5 * d**5)
   nested = {"student": params, "other": {"w": np.zeros((2, 2), np.float32)}}
-  m3 = tree_paths.flatten(optim.lr_mult_tree(nested, layer_decay=d, depth=DEPTH,
-                                             layer_decay_prefix="student/"))
-  assert m3["student/blocks_1/attn/qkv/kernel"] == pytest.approx(d ** 3) and m3["other/w"] == 1.0
+  m3 = tree_paths.flatten(
+    optim.lr_mult_tree(nested, layer_decay=d, depth=DEPTH, layer_decay_prefix="student/")
+  )
+  assert m3["student/blocks_1/attn/qkv/kernel"] == pytest.approx(d**3) and m3["other/w"] == 1.0
   with pytest.raises(ValueError, match="depth"):
     optim.lr_mult_tree(params, layer_decay=d)
   with pytest.raises(ValueError, match="outside"):
@@ -149,8 +186,9 @@ def test_cosine_schedule_matches_reference(warmup):
     assert float(sched(0)) == pytest.approx(1e-6)  # warmup start
     assert float(sched(9)) == pytest.approx(4e-4)  # linspace includes the peak
     assert float(sched(10)) == pytest.approx(4e-4)  # cosine starts at the peak
-  assert float(sched(99)) == pytest.approx(2e-6 + 0.5 * (4e-4 - 2e-6) * (1 + math.cos(
-      math.pi * (99 - warmup) / (100 - warmup))), rel=1e-5)
+  assert float(sched(99)) == pytest.approx(
+    2e-6 + 0.5 * (4e-4 - 2e-6) * (1 + math.cos(math.pi * (99 - warmup) / (100 - warmup))), rel=1e-5
+  )
   assert float(sched(500)) == pytest.approx(2e-6)  # holds min_lr past the end
 
 
@@ -159,7 +197,9 @@ def test_fastvqa_schedule():
   assert float(sched(0)) == 0.0
   assert float(sched(5)) == pytest.approx(1e-3 * 5 / 25)
   assert float(sched(25)) == pytest.approx(1e-3)
-  assert float(sched(299)) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 274 / 300)), rel=1e-5)
+  assert float(sched(299)) == pytest.approx(
+    1e-3 * 0.5 * (1 + math.cos(math.pi * 274 / 300)), rel=1e-5
+  )
   assert float(sched(300)) > 0.01 * 1e-3  # denominator is max_iter: ends near 0.017, not 0
 
 
@@ -188,7 +228,9 @@ def test_config_validation():
 # ---------------------------------------------------------------- updates
 def _grads_like(params, seed):
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape).astype(np.float32)), params)
+  return jax.tree.map(
+    lambda x: jnp.asarray(rng.standard_normal(x.shape).astype(np.float32)), params
+  )
 
 
 def test_frozen_leaves_have_no_state_and_do_not_move():
@@ -201,8 +243,9 @@ def test_frozen_leaves_have_no_state_and_do_not_move():
   shapes = [x.shape for x in jax.tree.leaves(state) if np.ndim(x) > 0]
   # Adam mu and nu for trainable leaves only; everything else is scalar counts.
   assert len(shapes) == 2 * n_train
-  train_shapes = sorted(x.shape for p, x in tree_paths.flatten(params).items()
-                        if tree_paths.flatten(trainable)[p])
+  train_shapes = sorted(
+    x.shape for p, x in tree_paths.flatten(params).items() if tree_paths.flatten(trainable)[p]
+  )
   assert sorted(shapes) == sorted(train_shapes * 2)
   p = params
   update = jax.jit(tx.update)
@@ -219,7 +262,9 @@ def test_frozen_leaves_have_no_state_and_do_not_move():
 
 def test_split_tree_mode_matches_full_tree_mode():
   params = jax.tree.map(jnp.asarray, fake_internvideo2())
-  cfg = _cfg(frozen=[f"blocks_[0-{DEPTH - 2}]/.*"], clip_grad_norm=1.0, layer_decay=0.8, depth=DEPTH)
+  cfg = _cfg(
+    frozen=[f"blocks_[0-{DEPTH - 2}]/.*"], clip_grad_norm=1.0, layer_decay=0.8, depth=DEPTH
+  )
   tx_full, _ = optim.make_optimizer(cfg, params)
   mask = optim.trainable_mask(params, cfg["frozen"])
   train, frozen = tree_paths.split_tree(params, mask)
@@ -247,7 +292,7 @@ def test_update_equals_adamw_formula():
   fp, fg, fu = tree_paths.flatten(params), tree_paths.flatten(g), tree_paths.flatten(upd)
   for path in fp:
     gg = np.asarray(fg[path], np.float64)
-    adam = (0.1 * gg / 0.1) / (np.sqrt(0.001 * gg ** 2 / 0.001) + 1e-8)  # bias-corrected step 1
+    adam = (0.1 * gg / 0.1) / (np.sqrt(0.001 * gg**2 / 0.001) + 1e-8)  # bias-corrected step 1
     want = -lr0 * mults[path] * (adam + (0.05 * np.asarray(fp[path]) if decays[path] else 0.0))
     np.testing.assert_allclose(fu[path], want, rtol=1e-5, atol=1e-12, err_msg=path)
 
@@ -256,17 +301,27 @@ def test_fastvqa_groups_and_torch_adamw():
   """Backbone lr 1e-4 / head 1e-3 via lr_mults, decay on all: equals torch AdamW groups."""
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(3)
-  params = {"fragments_backbone": {"w": rng.standard_normal((4, 3)).astype(np.float32),
-                                   "b": rng.standard_normal(3).astype(np.float32)},
-            "vqa_head": {"w": rng.standard_normal((3, 1)).astype(np.float32)}}
-  cfg = _cfg(lr=1e-3, schedule="constant", no_decay_standard=False,
-             lr_mults=[("fragments_backbone/.*", 0.1)])
+  params = {
+    "fragments_backbone": {
+      "w": rng.standard_normal((4, 3)).astype(np.float32),
+      "b": rng.standard_normal(3).astype(np.float32),
+    },
+    "vqa_head": {"w": rng.standard_normal((3, 1)).astype(np.float32)},
+  }
+  cfg = _cfg(
+    lr=1e-3, schedule="constant", no_decay_standard=False, lr_mults=[("fragments_backbone/.*", 0.1)]
+  )
   tx, _ = optim.make_optimizer(cfg, params)
   tparams = {p: torch.tensor(x, requires_grad=True) for p, x in tree_paths.flatten(params).items()}
-  topt = torch.optim.AdamW([
+  topt = torch.optim.AdamW(
+    [
       {"params": [v for p, v in tparams.items() if p.startswith("fragments")], "lr": 1e-4},
-      {"params": [v for p, v in tparams.items() if p.startswith("vqa_head")], "lr": 1e-3}],
-      betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05)
+      {"params": [v for p, v in tparams.items() if p.startswith("vqa_head")], "lr": 1e-3},
+    ],
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=0.05,
+  )
   p, state = jax.tree.map(jnp.asarray, params), tx.init(params)
   update = jax.jit(tx.update)
   for step in range(4):
@@ -277,12 +332,16 @@ def test_fastvqa_groups_and_torch_adamw():
     upd, state = update(g, state, p)
     p = optax.apply_updates(p, upd)
   for path, t in tparams.items():
-    np.testing.assert_allclose(tree_paths.flatten(p)[path], t.detach().numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+      tree_paths.flatten(p)[path], t.detach().numpy(), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_clipping_uses_trainable_grads_only():
   params = {"frozen": {"w": jnp.ones((3,))}, "train": {"w": jnp.ones((4,))}}
-  cfg = _cfg(schedule="constant", lr=1.0, frozen=["frozen/.*"], clip_grad_norm=1.0, weight_decay=0.0)
+  cfg = _cfg(
+    schedule="constant", lr=1.0, frozen=["frozen/.*"], clip_grad_norm=1.0, weight_decay=0.0
+  )
   tx, _ = optim.make_optimizer(cfg, params)
   state = tx.init(params)
   # A huge frozen gradient must not shrink the trainable one; trainable norm = 0.5 < 1.
@@ -305,7 +364,7 @@ def test_describe_lists_groups():
   params = fake_internvideo2()
   rows = optim.describe(_cfg(frozen=["cls_token"], layer_decay=0.5, depth=DEPTH), params)
   by = {r[0]: r[1:] for r in rows}
-  assert by["cls_token"] == (False, 0.5 ** 5, False)
+  assert by["cls_token"] == (False, 0.5**5, False)
   assert by["head/kernel"] == (True, 1.0, True)
 
 
@@ -316,12 +375,18 @@ def test_tree_paths_round_trip_and_labels():
   assert "blocks_3/attn/qkv/kernel" in flat and "clip_projector/cross_attn/q/bias" in flat
   back = tree_paths.unflatten(flat)
   jax.tree.map(np.testing.assert_array_equal, back, params)
-  labels = tree_paths.match_labels(params, [("blocks_.*", "trunk"), ("head/.*", "head"), (".*", "rest")])
+  labels = tree_paths.match_labels(
+    params, [("blocks_.*", "trunk"), ("head/.*", "head"), (".*", "rest")]
+  )
   fl = tree_paths.flatten(labels)
-  assert fl["blocks_0/ls1/gamma"] == "trunk" and fl["head/bias"] == "head" and fl["cls_token"] == "rest"
+  assert (
+    fl["blocks_0/ls1/gamma"] == "trunk" and fl["head/bias"] == "head" and fl["cls_token"] == "rest"
+  )
   with pytest.raises(ValueError, match=r"match no rule.*'cls_token'"):
-    tree_paths.match_labels(params, [("blocks_.*", 1), ("(clip_projector|fc_norm|head|patch_embed)/.*", 2),
-                                     ("pos_embed", 3)])
+    tree_paths.match_labels(
+      params,
+      [("blocks_.*", 1), ("(clip_projector|fc_norm|head|patch_embed)/.*", 2), ("pos_embed", 3)],
+    )
   with pytest.raises(ValueError, match="not a valid regex"):
     tree_paths.match_labels(params, [("blocks_(", 1)])
   with pytest.raises(ValueError, match="already a leaf"):
@@ -350,7 +415,7 @@ def test_abstract_params_and_frozen_state_shapes():
   abstract = jax.eval_shape(lambda: params)
   tx, _ = optim.make_optimizer(_cfg(frozen=["blocks_.*"]), abstract)
   state = jax.eval_shape(tx.init, abstract)
-  names = [n for n in jax.tree.leaves(tree_paths.tree_names(state))]
+  names = list(jax.tree.leaves(tree_paths.tree_names(state)))
   assert not any("/blocks_" in n for n in names)
   assert any(n.endswith("mu/head/kernel") for n in names)
 

@@ -38,8 +38,17 @@ class SyntheticReader:
 
 
 def _records(n, **extra):
-  return [dict(video_id=f"vid{i:02d}", path=f"syn://{i}", score=10.0 * i + 1, score_kind="mos",
-               num_frames=NF, **extra) for i in range(n)]
+  return [
+    dict(
+      video_id=f"vid{i:02d}",
+      path=f"syn://{i}",
+      score=10.0 * i + 1,
+      score_kind="mos",
+      num_frames=NF,
+      **extra,
+    )
+    for i in range(n)
+  ]
 
 
 def _frame_ids(video):
@@ -51,8 +60,15 @@ def _frame_ids(video):
 
 
 def _train(records, cfg=CFG, *, gbs=4, seed=0, pi=0, pc=1, reader=None):
-  return P.make_train_iterator(records, cfg, global_batch_size=gbs, seed=seed, process_index=pi,
-                               process_count=pc, read_frames=reader or SyntheticReader())
+  return P.make_train_iterator(
+    records,
+    cfg,
+    global_batch_size=gbs,
+    seed=seed,
+    process_index=pi,
+    process_count=pc,
+    read_frames=reader or SyntheticReader(),
+  )
 
 
 def _assert_batches_equal(a, b):
@@ -63,6 +79,7 @@ def _assert_batches_equal(a, b):
 
 # ------------------------------------------------------------------ labels ---
 
+
 def test_labels_scale_flip_and_per_dataset():
   mos = {"video_id": "a", "score": 73.0, "score_kind": "mos"}
   dmos = {"video_id": "b", "score": 40.0, "score_kind": "dmos", "dataset": "bvihd"}
@@ -71,8 +88,9 @@ def test_labels_scale_flip_and_per_dataset():
   flip = L.make_label_transform({"flip_dmos": True})
   assert flip(dmos) == np.float32(-0.40) and flip(mos) == np.float32(0.73)
   np.testing.assert_allclose(flip.inverse(np.float32(-0.4), "dmos"), 40.0, rtol=1e-6)
-  per = L.make_label_transform({"per_dataset": {"bvihd": {"flip_dmos": True, "scale": 0.02}},
-                                "default": {"scale": 0.01}})
+  per = L.make_label_transform(
+    {"per_dataset": {"bvihd": {"flip_dmos": True, "scale": 0.02}}, "default": {"scale": 0.01}}
+  )
   assert per(dmos) == np.float32(-0.8) and per(mos) == np.float32(0.73)
   strict = L.make_label_transform({"per_dataset": {"bvihd": {}}})
   with pytest.raises(KeyError, match="no label transform for dataset=None"):
@@ -97,6 +115,7 @@ def test_nan_label_in_pipeline_is_an_error_naming_the_video():
 
 
 # ------------------------------------------------------------------- train ---
+
 
 def test_train_batches_content_and_determinism():
   recs = _records(6)
@@ -125,10 +144,13 @@ def test_train_batches_content_and_determinism():
 
 def test_config_dict_config_gives_the_same_batches():
   import ml_collections
+
   recs = _records(4)
   cfg = ml_collections.ConfigDict({**CFG, "labels": {"scale": 0.01, "flip_dmos": True}})
   _assert_batches_equal(next(_train(recs, cfg, seed=5)), next(_train(recs, CFG, seed=5)))
-  assert L.make_label_transform(cfg.labels)({"score": 30.0, "score_kind": "dmos"}) == np.float32(-0.3)
+  assert L.make_label_transform(cfg.labels)({"score": 30.0, "score_kind": "dmos"}) == np.float32(
+    -0.3
+  )
 
 
 def test_host_sharding_disjoint_covering_and_process_count_independent():
@@ -160,6 +182,7 @@ def test_finite_epochs_keep_whole_global_batches_only():
 
 def test_iterator_checkpoint_round_trip_through_orbax(tmp_path):
   import orbax.checkpoint as ocp
+
   recs = _records(5)
   it = _train(recs, gbs=2, seed=3)
   for _ in range(3):
@@ -191,11 +214,24 @@ def test_workers_give_the_same_batches_as_in_process():
 
 
 def test_multi_view_video_and_fragments():
-  cfg = {**CFG, "views": {
+  cfg = {
+    **CFG,
+    "views": {
       "video": VIEW,
-      "fragments": {"recipe": "fastvqa", "variant": "faster_vqa",
-                    "overrides": {"fragments": 2, "fsize": 16, "clip_len": 8, "t_frag": 4,
-                                  "aligned": 4, "num_clips_test": 2}}}}
+      "fragments": {
+        "recipe": "fastvqa",
+        "variant": "faster_vqa",
+        "overrides": {
+          "fragments": 2,
+          "fsize": 16,
+          "clip_len": 8,
+          "t_frag": 4,
+          "aligned": 4,
+          "num_clips_test": 2,
+        },
+      },
+    },
+  }
   batch = next(_train(_records(4), cfg, gbs=2))
   assert batch["video"].shape == (2, 4, 32, 32, 3)
   assert batch["fragments"].shape == (2, 8, 32, 32, 3) and batch["fragments"].dtype == np.float32
@@ -204,11 +240,25 @@ def test_multi_view_video_and_fragments():
   np.testing.assert_array_equal(np.rint(r[:, 0, 0, 0]).astype(int) // NF, batch["index"])
   # Evaluation needs equal view counts per video (2*3 vs 2 here).
   with pytest.raises(ValueError, match="different numbers of views"):
-    P.make_eval_batches(_records(2), cfg, batch_size=4, process_index=0, process_count=1,
-                        read_frames=SyntheticReader())
+    P.make_eval_batches(
+      _records(2),
+      cfg,
+      batch_size=4,
+      process_index=0,
+      process_count=1,
+      read_frames=SyntheticReader(),
+    )
   frag_only = {**cfg, "views": {"fragments": cfg["views"]["fragments"]}}
-  batches = list(P.make_eval_batches(_records(3), frag_only, batch_size=4, process_index=0,
-                                     process_count=1, read_frames=SyntheticReader()))
+  batches = list(
+    P.make_eval_batches(
+      _records(3),
+      frag_only,
+      batch_size=4,
+      process_index=0,
+      process_count=1,
+      read_frames=SyntheticReader(),
+    )
+  )
   assert len(batches) == 2 and batches[0]["fragments"].shape == (4, 8, 32, 32, 3)
   assert batches[1]["mask"].tolist() == [True, True, False, False]
 
@@ -227,11 +277,17 @@ class CountingReader(SyntheticReader):
 
 def test_views_share_decoded_frames():
   reader = CountingReader()
-  cfg = {**CFG, "views": {
+  cfg = {
+    **CFG,
+    "views": {
       "video": {**VIEW, "num_frames": 8},
-      "fragments": {"recipe": "fastvqa", "variant": "faster_vqa",
-                    "overrides": {"fragments": 2, "fsize": 16, "clip_len": 16, "t_frag": 4,
-                                  "aligned": 4}}}}
+      "fragments": {
+        "recipe": "fastvqa",
+        "variant": "faster_vqa",
+        "overrides": {"fragments": 2, "fsize": 16, "clip_len": 16, "t_frag": 4, "aligned": 4},
+      },
+    },
+  }
   next(_train(_records(2), cfg, gbs=2, reader=reader))
   # 8 + 16 requested frames of 20 per video must overlap; none is decoded twice.
   assert len(reader.decoded) == len(set(reader.decoded)) < 2 * (8 + 16)
@@ -243,11 +299,18 @@ def test_unknown_view_recipe_and_fields_are_errors():
   with pytest.raises(ValueError, match="unknown data config fields"):
     _train(_records(2), {"view": {}})
   with pytest.raises(ValueError, match="num_clips_train=1"):
-    _train(_records(2), {"views": {"f": {"recipe": "fastvqa", "variant": "faster_vqa",
-                                         "overrides": {"num_clips_train": 2}}}})
+    _train(
+      _records(2),
+      {
+        "views": {
+          "f": {"recipe": "fastvqa", "variant": "faster_vqa", "overrides": {"num_clips_train": 2}}
+        }
+      },
+    )
 
 
 # -------------------------------------------------------------- bad videos ---
+
 
 def test_bad_video_raises_naming_the_file():
   it = _train(_records(3), {**CFG, "shuffle": False}, gbs=3, reader=SyntheticReader(bad={1}))
@@ -266,15 +329,23 @@ def test_skip_bad_videos_logs_and_drops(tmp_path):
 
 # -------------------------------------------------------------------- eval ---
 
+
 @pytest.mark.parametrize("num_records,process_count,batch_size", [(5, 2, 4), (1, 2, 5), (4, 1, 6)])
-def test_eval_covers_every_view_once_with_equal_batches_per_host(num_records, process_count,
-                                                                 batch_size):
+def test_eval_covers_every_view_once_with_equal_batches_per_host(
+  num_records, process_count, batch_size
+):
   recs = _records(num_records)
   seen = []
   lengths = []
   for p in range(process_count):
-    ev = P.make_eval_batches(recs, CFG, batch_size=batch_size, process_index=p,
-                             process_count=process_count, read_frames=SyntheticReader())
+    ev = P.make_eval_batches(
+      recs,
+      CFG,
+      batch_size=batch_size,
+      process_index=p,
+      process_count=process_count,
+      read_frames=SyntheticReader(),
+    )
     batches = list(ev)
     assert len(batches) == len(ev)
     lengths.append(len(batches))
@@ -291,14 +362,21 @@ def test_eval_covers_every_view_once_with_equal_batches_per_host(num_records, pr
 
 def test_eval_views_are_the_test_protocol_views_and_average():
   recs = _records(2)
-  b = next(iter(P.make_eval_batches(recs, CFG, batch_size=12, process_index=0, process_count=1,
-                                    read_frames=SyntheticReader())))
+  b = next(
+    iter(
+      P.make_eval_batches(
+        recs, CFG, batch_size=12, process_index=0, process_count=1, read_frames=SyntheticReader()
+      )
+    )
+  )
   assert b["view"].tolist() == list(range(6)) * 2 and b["mask"].all()
   direct = T.InternVideo2Recipe(**VIEW).eval(lambda idx: SyntheticReader()("syn://1", idx), NF)
   np.testing.assert_array_equal(b["video"][6:], direct)
   # Clip k of 2 uses offsets int(4.75 / 3 * (k + 1)) = 1, 3.
-  np.testing.assert_array_equal(_frame_ids(b["video"][[0, 3, 9]]),
-                                [[1, 6, 11, 15], [3, 8, 13, 17], [NF + 3, NF + 8, NF + 13, NF + 17]])
+  np.testing.assert_array_equal(
+    _frame_ids(b["video"][[0, 3, 9]]),
+    [[1, 6, 11, 15], [3, 8, 13, 17], [NF + 3, NF + 8, NF + 13, NF + 17]],
+  )
   scores = b["index"] * 2.0 + b["view"] * 0.1
   mask = b["mask"].copy()
   mask[-1] = False
@@ -307,28 +385,51 @@ def test_eval_views_are_the_test_protocol_views_and_average():
 
 # ------------------------------------------------------- real encoded video ---
 
+
 def test_real_encoded_video_through_the_default_decoder():
   pytest.importorskip("internvqa_jax.data.decode")
   import videos  # tests/videos.py
+
   data = videos.make_video_bytes(num_frames=NF, width=W, height=H)
-  recs = [dict(video_id="synthetic/0", path="", video_bytes=data, score=55.0, score_kind="mos",
-               num_frames=NF)]
-  batch = next(P.make_train_iterator(recs, CFG, global_batch_size=2, seed=0, process_index=0,
-                                     process_count=1))
+  recs = [
+    dict(
+      video_id="synthetic/0", path="", video_bytes=data, score=55.0, score_kind="mos", num_frames=NF
+    )
+  ]
+  batch = next(
+    P.make_train_iterator(recs, CFG, global_batch_size=2, seed=0, process_index=0, process_count=1)
+  )
   assert batch["video"].shape == (2, 4, 32, 32, 3) and np.isfinite(batch["video"]).all()
   (ev,) = list(P.make_eval_batches(recs, CFG, batch_size=6, process_index=0, process_count=1))
   from internvqa_jax.data import decode
+
   frames = decode.read_frames(data, np.arange(NF))
   assert [videos.frame_number_of(f) for f in frames] == list(range(NF))
-  np.testing.assert_array_equal(ev["video"], T.InternVideo2Recipe(**VIEW).eval(lambda i: frames[i], NF))
+  np.testing.assert_array_equal(
+    ev["video"], T.InternVideo2Recipe(**VIEW).eval(lambda i: frames[i], NF)
+  )
 
 
 def test_raw_yuv_record_gets_its_geometry_from_the_record(tmp_path):
   pytest.importorskip("internvqa_jax.data.yuv")
   import videos  # tests/videos.py
-  path = videos.make_yuv(tmp_path / "clip.yuv", num_frames=12, width=W, height=H)  # No size in name.
-  recs = [dict(video_id="yuv/0", path=path, score=20.0, score_kind="dmos", num_frames=12,
-               width=W, height=H, bit_depth=8, fps=25.0)]
+
+  path = videos.make_yuv(
+    tmp_path / "clip.yuv", num_frames=12, width=W, height=H
+  )  # No size in name.
+  recs = [
+    dict(
+      video_id="yuv/0",
+      path=path,
+      score=20.0,
+      score_kind="dmos",
+      num_frames=12,
+      width=W,
+      height=H,
+      bit_depth=8,
+      fps=25.0,
+    )
+  ]
   cfg = {**CFG, "labels": {"flip_dmos": True}}
   (ev,) = list(P.make_eval_batches(recs, cfg, batch_size=6, process_index=0, process_count=1))
   assert ev["video"].shape == (6, 4, 32, 32, 3) and ev["mask"].all()

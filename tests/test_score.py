@@ -9,8 +9,8 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 import videos  # tests/videos.py
+
 from internvqa_jax import metrics, models, report, score
 from internvqa_jax.data import fragments, probe, read_frames
 from internvqa_jax.data.transforms import InternVideo2Recipe
@@ -20,16 +20,18 @@ FRAG = dict(fragments=3, fsize=16, aligned=8, clip_len=8)  # 8x48x48 clips for f
 
 
 def _save(dst, module, params):
-  checkpoint.save_params(dst, params, {"family": module.FAMILY,
-                                       "model_kwargs": models.model_kwargs(module)})
+  checkpoint.save_params(
+    dst, params, {"family": module.FAMILY, "model_kwargs": models.model_kwargs(module)}
+  )
   return str(dst)
 
 
 def _random_params(module, input_shape, seed):
   """Random parameters of the right shapes without compiling `init` (slow for Swin3D):
   norm scales near 1, everything else small, so scores are O(1) and differ per video."""
-  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), np.zeros(input_shape,
-                                                np.float32), train=False)["params"])
+  abstract = jax.eval_shape(
+    lambda: module.init(jax.random.key(0), np.zeros(input_shape, np.float32), train=False)["params"]
+  )
   rng = np.random.default_rng(seed)
 
   def fill(path, x):
@@ -40,6 +42,7 @@ def _random_params(module, input_shape, seed):
     if "head" in name and "kernel" in name:
       v *= 20.0
     return v.astype(np.float32)
+
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
@@ -52,22 +55,30 @@ def env(tmp_path_factory):
   q = _random_params(fv, (1, 8, 48, 48, 3), 1)
   vdir = root / "videos"
   (vdir / "sub").mkdir(parents=True)
-  vids = [videos.make_video(vdir / f"v{i}.mp4", num_frames=10 + 5 * i, crf=5 + 20 * i)
-          for i in range(3)]
+  vids = [
+    videos.make_video(vdir / f"v{i}.mp4", num_frames=10 + 5 * i, crf=5 + 20 * i) for i in range(3)
+  ]
   (vdir / "notes.txt").write_text("not a video")
   videos.make_video(vdir / "sub" / "deep.mkv", num_frames=8)
   iv2_dir, fv_dir = _save(root / "iv2", iv2, p), _save(root / "fv", fv, q)
-  return dict(root=root, vdir=str(vdir), vids=vids, iv2_dir=iv2_dir, iv2=(iv2, p),
-              fv_dir=fv_dir, fv=(fv, q),
-              # Loaded (and compiled) once: compiling the Swin3D is the slow part.
-              fv_scorer=score.load_scorer(fv_dir, fragments_variant="fast_vqa_b",
-                                          fragment_overrides=FRAG),
-              iv2_scorer=score.load_scorer(iv2_dir))
+  return dict(
+    root=root,
+    vdir=str(vdir),
+    vids=vids,
+    iv2_dir=iv2_dir,
+    iv2=(iv2, p),
+    fv_dir=fv_dir,
+    fv=(fv, q),
+    # Loaded (and compiled) once: compiling the Swin3D is the slow part.
+    fv_scorer=score.load_scorer(fv_dir, fragments_variant="fast_vqa_b", fragment_overrides=FRAG),
+    iv2_scorer=score.load_scorer(iv2_dir),
+  )
 
 
 def _direct(module, params, views):
   out = jax.jit(lambda p, x: module.apply({"params": p}, x, train=False))(
-      params, np.asarray(views, np.float32))
+    params, np.asarray(views, np.float32)
+  )
   return float(np.mean(np.asarray(out["score"], np.float64)))
 
 
@@ -79,10 +90,12 @@ def test_internvideo2_scores_equal_direct_apply(env):
   module, params = env["iv2"]
   rows = score.score_videos(env["iv2_dir"], env["vids"], batch_size=5)  # 12 views: 5 + 5 + 2 padded
   assert [r["path"] for r in rows] == [os.path.normpath(v) for v in env["vids"]]
-  recipe = InternVideo2Recipe(num_frames=2, crop_size=28, resize_short=28, test_clips=4,
-                              test_crops=3)
-  want = [_direct(module, params, recipe.eval(_reader(v), probe(v).num_frames))
-          for v in env["vids"]]
+  recipe = InternVideo2Recipe(
+    num_frames=2, crop_size=28, resize_short=28, test_clips=4, test_crops=3
+  )
+  want = [
+    _direct(module, params, recipe.eval(_reader(v), probe(v).num_frames)) for v in env["vids"]
+  ]
   got = [r["score"] for r in rows]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   assert np.ptp(got) > 1e-4  # different videos, different scores
@@ -90,13 +103,17 @@ def test_internvideo2_scores_equal_direct_apply(env):
 
   # Native-resolution crops, 2 clips x 1 crop.
   rows = score.score_videos(env["iv2_dir"], env["vids"][:1], clips=2, crops=1, resize_short=None)
-  recipe = InternVideo2Recipe(num_frames=2, crop_size=28, resize_short=None, test_clips=2,
-                              test_crops=1)
+  recipe = InternVideo2Recipe(
+    num_frames=2, crop_size=28, resize_short=None, test_clips=2, test_crops=1
+  )
   v = env["vids"][0]
   assert rows[0]["num_views"] == 2
-  np.testing.assert_allclose(rows[0]["score"],
-                             _direct(module, params, recipe.eval(_reader(v), probe(v).num_frames)),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    rows[0]["score"],
+    _direct(module, params, recipe.eval(_reader(v), probe(v).num_frames)),
+    rtol=1e-5,
+    atol=1e-6,
+  )
 
 
 def test_fastvqa_scores_equal_direct_apply(env):
@@ -149,7 +166,7 @@ def test_directory_expansion(env):
 def test_bad_video_is_an_error_naming_it_or_skipped(env, tmp_path):
   bad = tmp_path / "broken.mp4"
   data = open(env["vids"][2], "rb").read()
-  bad.write_bytes(data[:len(data) // 3])  # truncated
+  bad.write_bytes(data[: len(data) // 3])  # truncated
   paths = [env["vids"][0], str(bad)]
   with pytest.raises(score.ScoreError, match="broken.mp4"):
     score.score_with([env["iv2_scorer"]], paths)
@@ -165,13 +182,15 @@ def test_raw_yuv_geometry_flags(env, tmp_path):
     score.score_with([env["iv2_scorer"]], [yuv])
   module, params = env["iv2"]
   rows = score.score_videos(env["iv2_dir"], [yuv], width=64, height=48, clips=1, crops=1)
-  recipe = InternVideo2Recipe(num_frames=2, crop_size=28, resize_short=28, test_clips=1,
-                              test_crops=1)
+  recipe = InternVideo2Recipe(
+    num_frames=2, crop_size=28, resize_short=28, test_clips=1, test_crops=1
+  )
   want = _direct(module, params, recipe.eval(_reader(yuv, width=64, height=48), 6))
   np.testing.assert_allclose(rows[0]["score"], want, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------- report ---
+
 
 def _write_csv(path, header, rows):
   with open(path, "w", newline="") as f:
@@ -187,10 +206,16 @@ def test_report_metrics_files_and_errors(tmp_path):
   a = mos + rng.normal(0, 0.4, 12)
   b = rng.normal(size=12)
   names = [f"dir/{i:03d}.mp4" for i in range(12)]
-  scores = _write_csv(tmp_path / "scores.csv", ["path", "score_a", "score_b", "num_views_a"],
-                      [[n, repr(float(x)), repr(float(y)), 12] for n, x, y in zip(names, a, b)])
-  labels = _write_csv(tmp_path / "labels.csv", ["video_id", "mos"],
-                      [[f"{i:03d}", m] for i, m in reversed(list(enumerate(mos)))])
+  scores = _write_csv(
+    tmp_path / "scores.csv",
+    ["path", "score_a", "score_b", "num_views_a"],
+    [[n, repr(float(x)), repr(float(y)), 12] for n, x, y in zip(names, a, b)],
+  )
+  labels = _write_csv(
+    tmp_path / "labels.csv",
+    ["video_id", "mos"],
+    [[f"{i:03d}", m] for i, m in reversed(list(enumerate(mos)))],
+  )
   out = tmp_path / "rep"
   rep = report.make_report(scores, labels, str(out))
   for name, pred in (("a", a), ("b", b)):
@@ -202,25 +227,38 @@ def test_report_metrics_files_and_errors(tmp_path):
   assert rep["metrics"]["a"]["srcc"] > 0.8
   saved = json.loads((out / "report.json").read_text())
   assert saved["metrics"]["a"]["srcc"] == pytest.approx(rep["metrics"]["a"]["srcc"])
-  assert saved["videos"][3] == {"path": names[3], "label": pytest.approx(mos[3]),
-                                "predictions": {"a": pytest.approx(a[3]), "b": pytest.approx(b[3])}}
+  assert saved["videos"][3] == {
+    "path": names[3],
+    "label": pytest.approx(mos[3]),
+    "predictions": {"a": pytest.approx(a[3]), "b": pytest.approx(b[3])},
+  }
   md = (out / "report.md").read_text()
   assert f"| a | {want_fmt(rep, 'a', 'plcc')}" in md and "| dir/005.mp4 |" in md
 
   # Missing label: error naming the video; extra label: error unless ignored.
-  short = _write_csv(tmp_path / "short.csv", ["video_id", "mos"],
-                     [[f"{i:03d}", m] for i, m in enumerate(mos) if i != 7])
+  short = _write_csv(
+    tmp_path / "short.csv",
+    ["video_id", "mos"],
+    [[f"{i:03d}", m] for i, m in enumerate(mos) if i != 7],
+  )
   with pytest.raises(report.ReportError, match="dir/007.mp4"):
     report.make_report(scores, short, str(out))
-  extra = _write_csv(tmp_path / "extra.csv", ["video_id", "mos"],
-                     [[f"{i:03d}", m] for i, m in enumerate(mos)] + [["999", 3.0]])
+  extra = _write_csv(
+    tmp_path / "extra.csv",
+    ["video_id", "mos"],
+    [[f"{i:03d}", m] for i, m in enumerate(mos)] + [["999", 3.0]],
+  )
   with pytest.raises(report.ReportError, match="999"):
     report.make_report(scores, extra, str(out))
-  assert report.make_report(scores, extra, str(out), ignore_extra=True)[
-      "num_extra_labels_ignored"] == 1
+  assert (
+    report.make_report(scores, extra, str(out), ignore_extra=True)["num_extra_labels_ignored"] == 1
+  )
   # path column, matched by file name; explicit label column.
-  by_path = _write_csv(tmp_path / "bypath.csv", ["path", "dmos", "mos"],
-                       [[f"/data/{i:03d}.mp4", 0, m] for i, m in enumerate(mos)])
+  by_path = _write_csv(
+    tmp_path / "bypath.csv",
+    ["path", "dmos", "mos"],
+    [[f"/data/{i:03d}.mp4", 0, m] for i, m in enumerate(mos)],
+  )
   rep2 = report.make_report(scores, by_path, str(tmp_path / "rep2"), label_column="mos")
   assert rep2["metrics"]["a"]["srcc"] == pytest.approx(rep["metrics"]["a"]["srcc"])
   with pytest.raises(report.ReportError, match="'nope'"):
@@ -233,6 +271,7 @@ def want_fmt(rep, model, key):
 
 # --------------------------------------------------------------------- CLIs ---
 
+
 def test_command_lines(env, tmp_path):
   vdir = tmp_path / "in"
   vdir.mkdir()
@@ -240,10 +279,22 @@ def test_command_lines(env, tmp_path):
     os.symlink(v, vdir / os.path.basename(v))
   (vdir / "zz_bad.mp4").write_bytes(b"\x00" * 500)
   out = tmp_path / "scores.csv"
-  cmd = [sys.executable, "-m", "internvqa_jax.score", "--model", env["iv2_dir"],
-         "--model", env["fv_dir"], "--fragments-variant", "fast_vqa_b",
-         *[f"--fragment={k}={v}" for k, v in FRAG.items()], str(vdir), "--out", str(out),
-         "--skip-bad"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "internvqa_jax.score",
+    "--model",
+    env["iv2_dir"],
+    "--model",
+    env["fv_dir"],
+    "--fragments-variant",
+    "fast_vqa_b",
+    *[f"--fragment={k}={v}" for k, v in FRAG.items()],
+    str(vdir),
+    "--out",
+    str(out),
+    "--skip-bad",
+  ]
   res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
   assert res.returncode == 0, res.stderr
   assert "zz_bad.mp4" not in res.stdout and "skipped 1 video" in res.stderr
@@ -254,21 +305,48 @@ def test_command_lines(env, tmp_path):
   assert [r["path"] for r in rows] == [str(vdir / f"v{i}.mp4") for i in range(3)]
   lib, _ = score.score_with([env["iv2_scorer"], env["fv_scorer"]], [r["path"] for r in rows])
   for col, name in (("score_iv2", "iv2"), ("score_fv", "fv")):
-    np.testing.assert_allclose([float(r[col]) for r in rows], [r["scores"][name] for r in lib],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+      [float(r[col]) for r in rows], [r["scores"][name] for r in lib], rtol=1e-6
+    )
   assert {r["num_views_iv2"] for r in rows} == {"12"} and {r["num_views_fv"] for r in rows} == {"4"}
 
   # Without --skip-bad the bad file stops the run, named.
-  res = subprocess.run([sys.executable, "-m", "internvqa_jax.score", "--model", env["iv2_dir"],
-                        str(vdir / "zz_bad.mp4"), "--out", str(tmp_path / "x.csv")],
-                       capture_output=True, text=True, timeout=300)
+  res = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "internvqa_jax.score",
+      "--model",
+      env["iv2_dir"],
+      str(vdir / "zz_bad.mp4"),
+      "--out",
+      str(tmp_path / "x.csv"),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert res.returncode == 1 and "zz_bad.mp4" in res.stderr
 
-  labels = _write_csv(tmp_path / "labels.csv", ["video_id", "mos"],
-                      [["v0", 4.1], ["v1", 3.0], ["v2", 1.2]])
-  res = subprocess.run([sys.executable, "-m", "internvqa_jax.report", "--scores", str(out),
-                        "--labels", labels, "--out-dir", str(tmp_path / "rep")],
-                       capture_output=True, text=True, timeout=300)
+  labels = _write_csv(
+    tmp_path / "labels.csv", ["video_id", "mos"], [["v0", 4.1], ["v1", 3.0], ["v2", 1.2]]
+  )
+  res = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "internvqa_jax.report",
+      "--scores",
+      str(out),
+      "--labels",
+      labels,
+      "--out-dir",
+      str(tmp_path / "rep"),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert res.returncode == 0, res.stderr
   assert "| iv2 |" in res.stdout and "| fv |" in res.stdout
   for f in ("report.md", "report.json", "scatter_iv2.png", "scatter_fv.png"):

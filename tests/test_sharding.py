@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from internvqa_jax import sharding, tree_paths
 
@@ -27,12 +28,15 @@ def test_make_mesh():
   assert dict(m.shape) == {"data": 2, "fsdp": 2}
 
 
-@pytest.mark.parametrize("kw, match", [
+@pytest.mark.parametrize(
+  "kw, match",
+  [
     (dict(data=3, fsdp=2), "6 devices, but 8 are available"),
     (dict(data=-1, fsdp=3), "not divisible by 3"),
     (dict(data=-1, fsdp=-1), "only one"),
     (dict(data=0, fsdp=8), "positive int or -1"),
-])
+  ],
+)
 def test_make_mesh_errors(kw, match):
   with pytest.raises(ValueError, match=match):
     sharding.make_mesh(**kw)
@@ -51,15 +55,17 @@ def test_fsdp_spec():
 
 def _tree():
   rng = np.random.default_rng(0)
-  return {"big": {"kernel": rng.standard_normal((64, 256)).astype(np.float32)},
-          "small": {"bias": rng.standard_normal((16,)).astype(np.float32)},
-          "pos_embed": rng.standard_normal((1, 256, 64)).astype(np.float32)}
+  return {
+    "big": {"kernel": rng.standard_normal((64, 256)).astype(np.float32)},
+    "small": {"bias": rng.standard_normal((16,)).astype(np.float32)},
+    "pos_embed": rng.standard_normal((1, 256, 64)).astype(np.float32),
+  }
 
 
 def test_shard_shapes(mesh):
   params = _tree()
   abstract = jax.eval_shape(lambda: params)
-  shard = sharding.infer_param_shardings(abstract, mesh, min_size=2 ** 10)
+  shard = sharding.infer_param_shardings(abstract, mesh, min_size=2**10)
   assert shard["big"]["kernel"].spec == P(None, "fsdp")
   assert shard["small"]["bias"].spec == P()
   placed = sharding.place_host_tree(params, shard)
@@ -71,8 +77,9 @@ def test_shard_shapes(mesh):
     assert s.data.shape == (1, 64, 64)  # 256 is the largest divisible dim
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), placed, params)
   # Rules: first match wins; specific paths can be replicated.
-  shard2 = sharding.infer_param_shardings(abstract, mesh, [("pos_embed", "replicate"), (".*", "fsdp")],
-                                          min_size=2 ** 10)
+  shard2 = sharding.infer_param_shardings(
+    abstract, mesh, [("pos_embed", "replicate"), (".*", "fsdp")], min_size=2**10
+  )
   assert shard2["pos_embed"].spec == P() and shard2["big"]["kernel"].spec == P(None, "fsdp")
   with pytest.raises(ValueError, match="match no sharding rule"):
     sharding.infer_param_shardings(abstract, mesh, [("big/.*", "fsdp")])
@@ -84,7 +91,7 @@ def test_opt_state_shardings(mesh):
   params = _tree()
   abstract = jax.eval_shape(lambda: params)
   rules = [("pos_embed", "replicate"), (".*", "fsdp")]
-  pshard = sharding.infer_param_shardings(abstract, mesh, rules, min_size=2 ** 10)
+  pshard = sharding.infer_param_shardings(abstract, mesh, rules, min_size=2**10)
   tx = optax.adamw(1e-3)
   abstract_state = jax.eval_shape(tx.init, abstract)
   sshard = sharding.infer_opt_state_shardings(abstract_state, abstract, pshard)
@@ -97,8 +104,8 @@ def test_opt_state_shardings(mesh):
   state = jax.jit(tx.init, out_shardings=sshard)(sharding.place_host_tree(params, pshard))
   assert {s.data.shape for s in state[0].mu["big"]["kernel"].addressable_shards} == {(64, 64)}
   # With shape-only rules, inference on the state itself agrees.
-  direct = sharding.infer_param_shardings(abstract_state, mesh, min_size=2 ** 10)
-  pshard_default = sharding.infer_param_shardings(abstract, mesh, min_size=2 ** 10)
+  direct = sharding.infer_param_shardings(abstract_state, mesh, min_size=2**10)
+  pshard_default = sharding.infer_param_shardings(abstract, mesh, min_size=2**10)
   via_params = sharding.infer_opt_state_shardings(abstract_state, abstract, pshard_default)
   assert [s.spec for s in jax.tree.leaves(direct)] == [s.spec for s in jax.tree.leaves(via_params)]
 
@@ -118,12 +125,14 @@ def _sgd_step(params, batch):
 def test_sharded_sgd_step_matches_unsharded(mesh):
   params = jax.tree.map(jnp.asarray, _tree())
   rng = np.random.default_rng(1)
-  batch = {"x": rng.standard_normal((16, 64)).astype(np.float32),
-           "y": rng.standard_normal((16,)).astype(np.float32),
-           "video_id": np.array([f"v{i}" for i in range(16)])}
+  batch = {
+    "x": rng.standard_normal((16, 64)).astype(np.float32),
+    "y": rng.standard_normal((16,)).astype(np.float32),
+    "video_id": np.array([f"v{i}" for i in range(16)]),
+  }
   ref_p, ref_loss = jax.jit(_sgd_step)(params, {k: batch[k] for k in ("x", "y")})
 
-  shard = sharding.infer_param_shardings(jax.eval_shape(lambda: params), mesh, min_size=2 ** 10)
+  shard = sharding.infer_param_shardings(jax.eval_shape(lambda: params), mesh, min_size=2**10)
   gbatch = sharding.make_global_batch(batch, mesh)
   assert isinstance(gbatch["video_id"], np.ndarray)  # strings stay on the host
   bshard = sharding.batch_sharding(mesh)
@@ -131,8 +140,11 @@ def test_sharded_sgd_step_matches_unsharded(mesh):
   for s in gbatch["x"].addressable_shards:
     assert s.data.shape == (2, 64)  # 16 rows over data x fsdp = 8 devices
   num = {k: gbatch[k] for k in ("x", "y")}
-  step = jax.jit(_sgd_step, in_shardings=(shard, {"x": bshard, "y": bshard}),
-                 out_shardings=(shard, NamedSharding(mesh, P())))
+  step = jax.jit(
+    _sgd_step,
+    in_shardings=(shard, {"x": bshard, "y": bshard}),
+    out_shardings=(shard, NamedSharding(mesh, P())),
+  )
   new_p, loss = step(sharding.place_host_tree(_tree(), shard), num)
   assert new_p["big"]["kernel"].sharding.spec == P(None, "fsdp")
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, atol=1e-6)
@@ -151,13 +163,17 @@ def test_make_global_batch_errors(mesh):
 def test_sharded_init(mesh):
   def init(key):
     k1, k2 = jax.random.split(key)
-    return {"big": {"kernel": jax.random.normal(k1, (64, 256))},
-            "small": {"bias": jax.random.normal(k2, (16,))}}
+    return {
+      "big": {"kernel": jax.random.normal(k1, (64, 256))},
+      "small": {"bias": jax.random.normal(k2, (16,))},
+    }
 
   key = jax.random.key(0)
-  params = sharding.sharded_init(init, mesh, None, key, min_size=2 ** 10)
+  params = sharding.sharded_init(init, mesh, None, key, min_size=2**10)
   assert params["big"]["kernel"].sharding.spec == P(None, "fsdp")
   assert params["small"]["bias"].sharding.spec == P()
   assert {s.data.shape for s in params["big"]["kernel"].addressable_shards} == {(64, 64)}
   ref = init(key)
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, ref)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, ref
+  )

@@ -16,13 +16,10 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from internvqa_jax import sharding
-from internvqa_jax import train
-from internvqa_jax import tree_paths
+from internvqa_jax import sharding, train, tree_paths
 from tests.train_configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +29,7 @@ CONFIG = os.path.join(REPO, "tests", "train_configs", "tiny.py")
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   from internvqa_jax.data import sources
+
   d = str(tmp_path_factory.mktemp("tfds"))
   sources.build("synthetic_compressed/tiny", d)
   return d
@@ -39,8 +37,10 @@ def data_dir(tmp_path_factory):
 
 def _batch(config, n, seed=0):
   rng = np.random.default_rng(seed)
-  return {"video": rng.standard_normal((n, 2, 28, 28, 3)).astype(np.float32),
-          "label": rng.uniform(0.2, 0.9, n).astype(np.float32)}
+  return {
+    "video": rng.standard_normal((n, 2, 28, 28, 3)).astype(np.float32),
+    "label": rng.uniform(0.2, 0.9, n).astype(np.float32),
+  }
 
 
 def _run(config, mesh, seed=0):
@@ -62,24 +62,30 @@ def _steps(run, config, mesh, n):
 
 # ------------------------------------------------------------ frozen teacher --
 
+
 @pytest.mark.parametrize("preset", ["paper", "authors_code"])
 def test_frozen_teacher_parameters_stay_bit_identical(preset):
   config = tiny.get_config(f"mode=distill,preset={preset}")
   mesh = sharding.make_mesh(data=1, fsdp=1, devices=jax.devices()[:1])
   run = _run(config, mesh)
-  teacher0 = tree_paths.flatten(_host(tree_paths.merge_trees(
-      run.state["teacher"]["params"], run.frozen["teacher"])))
+  teacher0 = tree_paths.flatten(
+    _host(tree_paths.merge_trees(run.state["teacher"]["params"], run.frozen["teacher"]))
+  )
   student0 = tree_paths.flatten(_host(run.state["student"]["params"]))
   state, _ = _steps(run, config, mesh, 3)
-  teacher1 = tree_paths.flatten(_host(tree_paths.merge_trees(
-      state["teacher"]["params"], run.frozen["teacher"])))
+  teacher1 = tree_paths.flatten(
+    _host(tree_paths.merge_trees(state["teacher"]["params"], run.frozen["teacher"]))
+  )
   student1 = tree_paths.flatten(_host(state["student"]["params"]))
 
   depth = tiny.TEACHER["depth"]
-  trainable = re.compile(rf"blocks_{depth - 1}/.*|clip_projector/.*|fc_norm/.*|head/.*" +
-                         ("|patch_embed/.*|cls_token|pos_embed" if preset == "authors_code" else ""))
+  trainable = re.compile(
+    rf"blocks_{depth - 1}/.*|clip_projector/.*|fc_norm/.*|head/.*"
+    + ("|patch_embed/.*|cls_token|pos_embed" if preset == "authors_code" else "")
+  )
   assert set(tree_paths.flatten(run.frozen["teacher"])) == {
-      k for k in teacher0 if not trainable.fullmatch(k)}
+    k for k in teacher0 if not trainable.fullmatch(k)
+  }
   for k in teacher0:
     if trainable.fullmatch(k):
       assert not np.array_equal(teacher0[k], teacher1[k]), f"trainable {k} did not change"
@@ -111,6 +117,7 @@ def test_paper_preset_skips_backward_through_frozen_trunk():
 
 # ------------------------------------------------------------------ sharding --
 
+
 def test_sharded_distill_step_splits_teacher_and_matches_unsharded():
   config = tiny.get_config("mode=distill,fsdp=4")
   mesh8 = sharding.make_mesh(data=2, fsdp=4)
@@ -118,7 +125,7 @@ def test_sharded_distill_step_splits_teacher_and_matches_unsharded():
   run8, run1 = _run(config, mesh8), _run(config, mesh1)
 
   # Large teacher tensors are split 4 ways over 'fsdp' (frozen trunk and trainable block alike).
-  fc1_frozen = run8.frozen["teacher"]["blocks_0"]["mlp"]["fc1"]["kernel"]      # (128, 512)
+  fc1_frozen = run8.frozen["teacher"]["blocks_0"]["mlp"]["fc1"]["kernel"]  # (128, 512)
   fc1_train = run8.state["teacher"]["params"]["blocks_2"]["mlp"]["fc1"]["kernel"]
   for arr in (fc1_frozen, fc1_train):
     assert arr.shape == (128, 512)
@@ -126,8 +133,9 @@ def test_sharded_distill_step_splits_teacher_and_matches_unsharded():
     assert len(arr.addressable_shards) == 8
   mu = run8.state["teacher"]["opt"]
   mu_leaves = [x for x in jax.tree.leaves(mu) if getattr(x, "shape", None) == (128, 512)]
-  assert mu_leaves and all({s.data.shape for s in x.addressable_shards} == {(128, 128)}
-                           for x in mu_leaves)
+  assert mu_leaves and all(
+    {s.data.shape for s in x.addressable_shards} == {(128, 128)} for x in mu_leaves
+  )
   # Small tensors stay whole.
   ln = run8.state["teacher"]["params"]["fc_norm"]["scale"]
   assert {s.data.shape for s in ln.addressable_shards} == {(768,)}
@@ -140,6 +148,7 @@ def test_sharded_distill_step_splits_teacher_and_matches_unsharded():
 
 # ------------------------------------------------------ end-to-end via CLI ---
 
+
 def _cli(args, env_extra=None, timeout=600, **popen):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # Each run chooses its own device count.
@@ -147,8 +156,9 @@ def _cli(args, env_extra=None, timeout=600, **popen):
   env.update(env_extra or {})
   cmd = [sys.executable, "-m", "internvqa_jax.train", *args]
   if popen:
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+      cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -159,6 +169,7 @@ def _losses(workdir):
 
 def _export(workdir, role="model"):
   from internvqa_jax.models import checkpoint
+
   params, _ = checkpoint.load_params(os.path.join(workdir, "export", role))
   return tree_paths.flatten(params)
 
@@ -185,6 +196,7 @@ def test_resume_equals_straight_run(data_dir, tmp_path):
   assert set(results["model"]) >= {"plcc", "srcc", "krcc", "plcc_logistic", "rmse"}
   # The exported model carries its eval protocol, which the scoring tool reuses.
   from internvqa_jax import score
+
   scorer = score.load_scorer(os.path.join(split, "export", "model"), warmup=False)
   assert scorer.num_views == 1 and "resize_short=native" in scorer.protocol, scorer.protocol
 
@@ -196,14 +208,25 @@ def test_two_processes_match_one_process(data_dir, tmp_path):
   r = _cli(["--config", arg, "--workdir", one], {"JAX_NUM_CPU_DEVICES": "4"})
   assert r.returncode == 0, r.stdout + r.stderr
   import socket
+
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   two = str(tmp_path / "two")
-  procs = [_cli(["--config", arg, "--workdir", two],
-                {"JAX_NUM_CPU_DEVICES": "2", "INTERNVQA_DISTRIBUTED": "1",
-                 "INTERNVQA_COORDINATOR": f"127.0.0.1:{port}", "INTERNVQA_NUM_PROCESSES": "2",
-                 "INTERNVQA_PROCESS_ID": str(i)}, bufsize=1) for i in range(2)]
+  procs = [
+    _cli(
+      ["--config", arg, "--workdir", two],
+      {
+        "JAX_NUM_CPU_DEVICES": "2",
+        "INTERNVQA_DISTRIBUTED": "1",
+        "INTERNVQA_COORDINATOR": f"127.0.0.1:{port}",
+        "INTERNVQA_NUM_PROCESSES": "2",
+        "INTERNVQA_PROCESS_ID": str(i),
+      },
+      bufsize=1,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs
   assert "2 process(es), 4 device(s)" in outs[0]
@@ -241,8 +264,11 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data_dir, tmp_p
   arg = f"{CONFIG}:steps=6,data_dir={data_dir},ckpt_every=1,lr=1e30"
   r = _cli(["--config", arg, "--workdir", workdir], {"JAX_NUM_CPU_DEVICES": "1"})
   assert r.returncode != 0
-  m = re.search(r"FloatingPointError: loss is (nan|inf) at step (\d+); stopping\. The last good "
-                r"checkpoint is step (\d+)", r.stderr)
+  m = re.search(
+    r"FloatingPointError: loss is (nan|inf) at step (\d+); stopping\. The last good "
+    r"checkpoint is step (\d+)",
+    r.stderr,
+  )
   assert m, r.stderr[-3000:]
   bad, last = int(m.group(2)), int(m.group(3))
   assert last == bad - 1
@@ -258,6 +284,7 @@ def test_unknown_config_key_is_an_error(tmp_path):
 
 def test_stage_init_must_name_an_earlier_stage(tmp_path):
   from configs import demo
+
   c = demo.get_config("runlocal")
   with c.unlocked():
     c.stages = ["distill"]
@@ -277,7 +304,8 @@ def test_heterogeneous_distill_fastvqa_student(data_dir, tmp_path):
   results = json.load(open(os.path.join(workdir, "results.json")))
   assert results["student"]["num_videos"] == results["teacher"]["num_videos"] == 16
   from internvqa_jax import models
-  model, params = models.load(os.path.join(workdir, "export", "student"))
+
+  model, _params = models.load(os.path.join(workdir, "export", "student"))
   assert model.FAMILY == "fastvqa"
 
 

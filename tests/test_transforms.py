@@ -17,6 +17,7 @@ def _unnormalize(x):
 
 # ---------------------------------------------------------------- sampling ---
 
+
 def test_segment_indices_test_mode_hand_computed():
   # N=20, T=4: seg = 19/4 = 4.75; round([0, 4.75, 9.5, 14.25]) = [0, 5, 10, 14]
   # (numpy rounds 9.5 to even). Clip k of 4 adds int(4.75 / 5 * (k + 1)).
@@ -51,13 +52,22 @@ def test_segment_indices_rejects_bad_arguments():
 
 # ------------------------------------------------------------------ resize ---
 
+
 @pytest.mark.parametrize("out_hw", [(32, 42), (21, 29), (97, 130), (48, 64)])
 def test_bilinear_resize_matches_torch_interpolate(out_hw):
   frames = _frames(3)
   ours = T.bilinear_resize(frames, out_hw)
-  ref = torch.nn.functional.interpolate(
-      torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=out_hw, mode="bilinear",
-      align_corners=False, antialias=False).permute(0, 2, 3, 1).numpy()
+  ref = (
+    torch.nn.functional.interpolate(
+      torch.from_numpy(frames).permute(0, 3, 1, 2).float(),
+      size=out_hw,
+      mode="bilinear",
+      align_corners=False,
+      antialias=False,
+    )
+    .permute(0, 2, 3, 1)
+    .numpy()
+  )
   assert ours.dtype == np.float32 and ours.shape == (3, *out_hw, 3)
   np.testing.assert_allclose(ours, ref, atol=2e-3)
 
@@ -72,7 +82,7 @@ def test_bilinear_resize_box_equals_crop_of_full_resize():
 
 
 def test_short_side_size_follows_reference_rule():
-  assert T.short_side_size(48, 64, 32) == (32, 42)   # int(32 * 64 / 48) = 42
+  assert T.short_side_size(48, 64, 32) == (32, 42)  # int(32 * 64 / 48) = 42
   assert T.short_side_size(64, 48, 32) == (42, 32)
   assert T.short_side_size(1080, 1920, 224) == (224, 398)
   assert T.short_side_size(2160, 3840, 224) == (224, 398)
@@ -84,11 +94,13 @@ def test_normalize_known_values():
   assert x.dtype == np.float32
   np.testing.assert_allclose(x[0], [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225], rtol=1e-6)
   np.testing.assert_allclose(x[1], [0.515 / 0.229, 0.544 / 0.224, 0.594 / 0.225], rtol=1e-6)
-  np.testing.assert_allclose(x[2], [(0.2 - 0.485) / 0.229, (0.4 - 0.456) / 0.224,
-                                    (0.6 - 0.406) / 0.225], rtol=1e-5)
+  np.testing.assert_allclose(
+    x[2], [(0.2 - 0.485) / 0.229, (0.4 - 0.456) / 0.224, (0.6 - 0.406) / 0.225], rtol=1e-5
+  )
 
 
 # ------------------------------------------------------------------- crops ---
+
 
 def test_test_crop_boxes_along_long_side():
   # Landscape 32x42, crop 32: starts int(j * 10 / 2) along W.
@@ -99,6 +111,7 @@ def test_test_crop_boxes_along_long_side():
 
 
 # ------------------------------------------------------------------ recipe ---
+
 
 def test_train_view_is_a_flipped_or_plain_crop_of_the_sampled_frames():
   frames = _frames(20)
@@ -111,7 +124,7 @@ def test_train_view_is_a_flipped_or_plain_crop_of_the_sampled_frames():
     rng = np.random.default_rng(seed)
     idx = T.segment_indices(20, 4, rng)
     top, left = T.random_crop_box(48, 64, 32, rng)
-    crop = frames[idx, top:top + 32, left:left + 32].astype(np.float32)
+    crop = frames[idx, top : top + 32, left : left + 32].astype(np.float32)
     flipped = rng.random() < 0.5
     flips += flipped
     np.testing.assert_allclose(_unnormalize(out), crop[:, :, ::-1] if flipped else crop, atol=1e-3)
@@ -126,26 +139,31 @@ def test_train_view_resizes_short_side_before_cropping():
   idx = T.segment_indices(8, 2, rng)
   top, left = T.random_crop_box(32, 42, 32, rng)
   assert top == 0  # Short side == crop: only the long side has freedom.
-  expected = T.bilinear_resize(frames[idx], (32, 42))[:, :, left:left + 32]
+  expected = T.bilinear_resize(frames[idx], (32, 42))[:, :, left : left + 32]
   np.testing.assert_allclose(_unnormalize(out), expected, atol=1e-3)
 
 
 def test_eval_views_order_and_content():
   frames = _frames(20)
-  recipe = T.InternVideo2Recipe(num_frames=4, crop_size=32, resize_short=32, test_clips=2, test_crops=3)
+  recipe = T.InternVideo2Recipe(
+    num_frames=4, crop_size=32, resize_short=32, test_clips=2, test_crops=3
+  )
   out = recipe.eval(lambda idx: frames[idx], 20)
   assert out.shape == (6, 4, 32, 32, 3) and recipe.num_eval_views == 6
   resized = T.bilinear_resize(frames, (32, 42))
   for k in range(2):
     idx = T.segment_indices(20, 4, clip_index=k, num_clips=2)
     for j, (top, left) in enumerate(T.test_crop_boxes(32, 42, 32, 3)):
-      np.testing.assert_allclose(_unnormalize(out[k * 3 + j]),
-                                 resized[idx, top:top + 32, left:left + 32], atol=1e-3)
+      np.testing.assert_allclose(
+        _unnormalize(out[k * 3 + j]), resized[idx, top : top + 32, left : left + 32], atol=1e-3
+      )
 
 
 def test_native_resolution_smaller_than_crop_is_upscaled():
   frames = _frames(4, 24, 40)
-  recipe = T.InternVideo2Recipe(num_frames=2, crop_size=32, resize_short=None, test_clips=1, test_crops=1)
+  recipe = T.InternVideo2Recipe(
+    num_frames=2, crop_size=32, resize_short=None, test_clips=1, test_crops=1
+  )
   out = recipe.eval(lambda idx: frames[idx], 4)
   assert out.shape == (1, 2, 32, 32, 3)
 

@@ -4,10 +4,10 @@ Imports are lazy so that `import internvqa_jax.data` does not load PyAV.
 """
 
 _EXPORTS = {
-    'read_frames': 'internvqa_jax.data.decode',
-    'probe': 'internvqa_jax.data.decode',
-    'VideoInfo': 'internvqa_jax.data.decode',
-    'VideoDecodeError': 'internvqa_jax.data.decode',
+  "read_frames": "internvqa_jax.data.decode",
+  "probe": "internvqa_jax.data.decode",
+  "VideoInfo": "internvqa_jax.data.decode",
+  "VideoDecodeError": "internvqa_jax.data.decode",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -16,5 +16,6 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
   if name in _EXPORTS:
     import importlib
+
     return getattr(importlib.import_module(_EXPORTS[name]), name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

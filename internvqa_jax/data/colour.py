@@ -19,23 +19,23 @@ import numpy as np
 
 # (Kr, Kb) luma coefficients per matrix; Kg = 1 - Kr - Kb.
 KR_KB = {
-    'bt601': (0.299, 0.114),
-    'bt709': (0.2126, 0.0722),
-    'bt2020': (0.2627, 0.0593),
-    'smpte240m': (0.212, 0.087),
-    'fcc': (0.30, 0.11),
+  "bt601": (0.299, 0.114),
+  "bt709": (0.2126, 0.0722),
+  "bt2020": (0.2627, 0.0593),
+  "smpte240m": (0.212, 0.087),
+  "fcc": (0.30, 0.11),
 }
 
 # AVColorSpace (libavutil/pixfmt.h) -> matrix name. 0 (RGB), 2 (unspecified),
 # 3 (reserved) and anything unknown fall back to the resolution rule.
 _AVCOL_SPC = {
-    1: 'bt709',
-    4: 'fcc',
-    5: 'bt601',  # BT470BG
-    6: 'bt601',  # SMPTE170M
-    7: 'smpte240m',
-    9: 'bt2020',  # BT2020_NCL
-    10: 'bt2020',  # BT2020_CL, approximated by the NCL matrix
+  1: "bt709",
+  4: "fcc",
+  5: "bt601",  # BT470BG
+  6: "bt601",  # SMPTE170M
+  7: "smpte240m",
+  9: "bt2020",  # BT2020_NCL
+  10: "bt2020",  # BT2020_CL, approximated by the NCL matrix
 }
 _AVCOL_RANGE_JPEG = 2
 
@@ -46,19 +46,25 @@ def choose_matrix(height: int, colorspace_tag: int | None = None) -> str:
   """Matrix name for a stream: its tag if it has one, else by resolution."""
   if colorspace_tag is not None and int(colorspace_tag) in _AVCOL_SPC:
     return _AVCOL_SPC[int(colorspace_tag)]
-  return 'bt709' if height >= HD_MIN_HEIGHT else 'bt601'
+  return "bt709" if height >= HD_MIN_HEIGHT else "bt601"
 
 
 def is_full_range(color_range_tag: int | None, pix_fmt: str) -> bool:
   """Full range only when the stream says so (tag or a yuvj* format)."""
-  if pix_fmt.startswith('yuvj'):
+  if pix_fmt.startswith("yuvj"):
     return True
   return color_range_tag is not None and int(color_range_tag) == _AVCOL_RANGE_JPEG
 
 
-def yuv_to_rgb_reference(y: np.ndarray, u: np.ndarray, v: np.ndarray, *,
-                         bit_depth: int, matrix: str,
-                         full_range: bool = False) -> np.ndarray:
+def yuv_to_rgb_reference(
+  y: np.ndarray,
+  u: np.ndarray,
+  v: np.ndarray,
+  *,
+  bit_depth: int,
+  matrix: str,
+  full_range: bool = False,
+) -> np.ndarray:
   """Float64 reference conversion of one frame to uint8 RGB (H, W, 3).
 
   Chroma planes of any subsampling are upsampled by sample repetition
@@ -88,8 +94,9 @@ def yuv_to_rgb_reference(y: np.ndarray, u: np.ndarray, v: np.ndarray, *,
   return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def rgb_to_yuv_reference(rgb: np.ndarray, *, bit_depth: int, matrix: str,
-                         full_range: bool = False) -> tuple[np.ndarray, ...]:
+def rgb_to_yuv_reference(
+  rgb: np.ndarray, *, bit_depth: int, matrix: str, full_range: bool = False
+) -> tuple[np.ndarray, ...]:
   """Inverse of `yuv_to_rgb_reference` at full chroma resolution (4:4:4).
 
   Returns float64 (Y, Cb, Cr) planes in code values; callers round and
@@ -105,20 +112,24 @@ def rgb_to_yuv_reference(rgb: np.ndarray, *, bit_depth: int, matrix: str,
   if full_range:
     peak = float((1 << bit_depth) - 1)
     return yn * peak, cb * peak + 128.0 * scale, cr * peak + 128.0 * scale
-  return (16.0 * scale + 219.0 * scale * yn, 128.0 * scale + 224.0 * scale * cb,
-          128.0 * scale + 224.0 * scale * cr)
+  return (
+    16.0 * scale + 219.0 * scale * yn,
+    128.0 * scale + 224.0 * scale * cb,
+    128.0 * scale + 224.0 * scale * cr,
+  )
 
 
 def _is_rgb_format(pix_fmt: str) -> bool:
-  return pix_fmt.startswith(('rgb', 'bgr', 'gbr', 'argb', 'abgr'))
+  return pix_fmt.startswith(("rgb", "bgr", "gbr", "argb", "abgr"))
 
 
 def _is_yuv_format(pix_fmt: str) -> bool:
-  return pix_fmt.startswith(('yuv', 'gray', 'nv12', 'nv21', 'p010', 'p016'))
+  return pix_fmt.startswith(("yuv", "gray", "nv12", "nv21", "p010", "p016"))
 
 
-def frame_to_rgb(frame, *, matrix: str | None = None,
-                 full_range: bool | None = None, threads: int = 1) -> np.ndarray:
+def frame_to_rgb(
+  frame, *, matrix: str | None = None, full_range: bool | None = None, threads: int = 1
+) -> np.ndarray:
   """av.VideoFrame -> uint8 RGB (H, W, 3) with an explicit matrix and range.
 
   matrix / full_range default to the frame's tags and the rules above.
@@ -129,27 +140,31 @@ def frame_to_rgb(frame, *, matrix: str | None = None,
 
   pix_fmt = frame.format.name
   if _is_rgb_format(pix_fmt):
-    return frame.to_ndarray(format='rgb24')
+    return frame.to_ndarray(format="rgb24")
   if not _is_yuv_format(pix_fmt):
-    raise ValueError(f'unsupported pixel format {pix_fmt!r} for RGB conversion')
+    raise ValueError(f"unsupported pixel format {pix_fmt!r} for RGB conversion")
   if matrix is None:
     matrix = choose_matrix(frame.height, frame.colorspace)
   if full_range is None:
     full_range = is_full_range(frame.color_range, pix_fmt)
   sws_cs = {
-      'bt601': Colorspace.ITU601,
-      'bt709': Colorspace.ITU709,
-      'bt2020': Colorspace.BT2020,
-      'smpte240m': Colorspace.SMPTE240M,
-      'fcc': Colorspace.FCC,
+    "bt601": Colorspace.ITU601,
+    "bt709": Colorspace.ITU709,
+    "bt2020": Colorspace.BT2020,
+    "smpte240m": Colorspace.SMPTE240M,
+    "fcc": Colorspace.FCC,
   }[matrix]
   rng = ColorRange.JPEG if full_range else ColorRange.MPEG
   # Bilinear chroma upsampling at full horizontal chroma resolution, exact
   # rounding. Without ACCURATE_RND swscale biases 10-bit input by ~1 level.
-  flags = (Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-           | Interpolation.FULL_CHR_H_INT)
-  out = frame.reformat(format='rgb24', src_colorspace=sws_cs,
-                       dst_colorspace=sws_cs, src_color_range=rng,
-                       dst_color_range=ColorRange.JPEG, interpolation=flags,
-                       threads=threads)
+  flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+  out = frame.reformat(
+    format="rgb24",
+    src_colorspace=sws_cs,
+    dst_colorspace=sws_cs,
+    src_color_range=rng,
+    dst_color_range=ColorRange.JPEG,
+    interpolation=flags,
+    threads=threads,
+  )
   return out.to_ndarray()

@@ -34,11 +34,10 @@ import io
 import os
 import re
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 
-Source = Union[str, os.PathLike, bytes]
+Source = str | os.PathLike | bytes
 
 # Decoding this many extra frames beats a seek (demuxer seek, decoder flush,
 # refilling the frame-thread pipeline).
@@ -47,7 +46,7 @@ _INDEX_CACHE_SIZE = 256
 # Decoders whose per-packet AVDISCARD_NONREF drops exactly the frames no
 # other frame references (FFmpeg's native H.264 / HEVC). libdav1d reads the
 # setting asynchronously and then loses wanted frames, so it is not listed.
-_SKIP_NONREF_DECODERS = frozenset({'h264', 'hevc'})
+_SKIP_NONREF_DECODERS = frozenset({"h264", "hevc"})
 
 
 class VideoDecodeError(ValueError):
@@ -60,6 +59,7 @@ class VideoInfo:
 
   fps is the container's average frame rate (None for raw YUV without one).
   """
+
   num_frames: int
   fps: float | None
   width: int
@@ -73,14 +73,14 @@ class VideoInfo:
 def describe(src: Source) -> str:
   """How a source is named in error messages."""
   if isinstance(src, (bytes, bytearray, memoryview)):
-    return f'<{len(src)} bytes of encoded video in memory>'
+    return f"<{len(src)} bytes of encoded video in memory>"
   return os.fspath(src)
 
 
 def _is_raw_yuv(src: Source) -> bool:
   if isinstance(src, (bytes, bytearray, memoryview)):
     return False
-  return os.fspath(src).lower().endswith('.yuv')
+  return os.fspath(src).lower().endswith(".yuv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +91,7 @@ class _Index:
     timestamps (then frames are numbered in decoder output order).
   keyframes: sorted frame indices where decoding may start; always has 0.
   """
+
   num_frames: int
   pts: np.ndarray | None
   keyframes: np.ndarray
@@ -98,25 +99,29 @@ class _Index:
 
 def _open(src: Source):
   import av
+
   name = describe(src)
-  file = io.BytesIO(bytes(src)) if isinstance(
-      src, (bytes, bytearray, memoryview)) else os.fspath(src)
+  file = (
+    io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else os.fspath(src)
+  )
   if isinstance(file, str) and not os.path.isfile(file):
-    raise FileNotFoundError(f'{name}: no such file')
+    raise FileNotFoundError(f"{name}: no such file")
   try:
-    container = av.open(file, mode='r', metadata_errors='ignore')
+    container = av.open(file, mode="r", metadata_errors="ignore")
   except av.FFmpegError as e:
-    raise VideoDecodeError(f'{name}: cannot open as a video container '
-                           f'(corrupt, truncated or not a video): {e}') from e
+    raise VideoDecodeError(
+      f"{name}: cannot open as a video container (corrupt, truncated or not a video): {e}"
+    ) from e
   if not container.streams.video:
     container.close()
-    raise VideoDecodeError(f'{name}: no video stream in the container')
+    raise VideoDecodeError(f"{name}: no video stream in the container")
   return container
 
 
 def _video_stream(container, src: Source, threads: int):
   """First video stream, with a decoder configured; raises if no decoder."""
   import av
+
   stream = container.streams.video[0]
   try:
     ctx = stream.codec_context
@@ -125,16 +130,17 @@ def _video_stream(container, src: Source, threads: int):
     ctx, codec_name = None, None
   if ctx is None or codec_name is None:
     raise VideoDecodeError(
-        f'{describe(src)}: this FFmpeg build (PyAV {av.__version__}) has no '
-        f'decoder for the codec of video stream #{stream.index} '
-        f'({container.format.name} container); re-encode or '
-        'pre-decode it (e.g. AVS2 needs an FFmpeg with libdavs2)')
-  ctx.thread_type = 'AUTO' if threads != 1 else 'SLICE'
+      f"{describe(src)}: this FFmpeg build (PyAV {av.__version__}) has no "
+      f"decoder for the codec of video stream #{stream.index} "
+      f"({container.format.name} container); re-encode or "
+      "pre-decode it (e.g. AVS2 needs an FFmpeg with libdavs2)"
+    )
+  ctx.thread_type = "AUTO" if threads != 1 else "SLICE"
   ctx.thread_count = max(0, int(threads))
   return stream
 
 
-_DURATION_TAG = re.compile(r'^(\d+):(\d\d):(\d\d(?:\.\d+)?)$')
+_DURATION_TAG = re.compile(r"^(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 
 
 def _expected_frames(stream) -> int | None:
@@ -145,7 +151,7 @@ def _expected_frames(stream) -> int | None:
   """
   if stream.frames:
     return int(stream.frames)
-  tag = (stream.metadata or {}).get('DURATION')
+  tag = (stream.metadata or {}).get("DURATION")
   rate = stream.average_rate or stream.guessed_rate
   if tag and rate:
     m = _DURATION_TAG.match(tag.strip())
@@ -157,6 +163,7 @@ def _expected_frames(stream) -> int | None:
 
 def _build_index(container, stream, src: Source) -> _Index:
   import av
+
   name = describe(src)
   pts, key = [], []
   usable = True
@@ -171,18 +178,19 @@ def _build_index(container, stream, src: Source) -> _Index:
       pts.append(packet.pts)
       key.append(bool(packet.is_keyframe))
   except av.FFmpegError as e:
-    raise VideoDecodeError(f'{name}: demuxing failed after {len(pts)} packets '
-                           f'(corrupt or truncated file): {e}') from e
+    raise VideoDecodeError(
+      f"{name}: demuxing failed after {len(pts)} packets (corrupt or truncated file): {e}"
+    ) from e
   if not pts:
-    raise VideoDecodeError(f'{name}: the video stream has no packets')
+    raise VideoDecodeError(f"{name}: the video stream has no packets")
   expected = _expected_frames(stream)
   if expected is not None and len(pts) < expected:
     raise VideoDecodeError(
-        f'{name}: truncated: the container promises {expected} frames but '
-        f'only {len(pts)} are present')
+      f"{name}: truncated: the container promises {expected} frames but only {len(pts)} are present"
+    )
   if usable:
     arr = np.asarray(pts, np.int64)
-    order = np.argsort(arr, kind='stable')
+    order = np.argsort(arr, kind="stable")
     sorted_pts = arr[order]
     usable = bool(np.all(np.diff(sorted_pts) > 0))  # duplicates: no pts order
   if not usable:
@@ -195,14 +203,14 @@ def _build_index(container, stream, src: Source) -> _Index:
 def _decode_order_index(container, stream, src: Source) -> _Index:
   """Counts frames by decoding everything: exact for timestamp-less streams."""
   import av
+
   del container, stream  # raw elementary streams often cannot seek: reopen
   count = 0
   try:
     for _ in _decode_from_start(src, threads=0):
       count += 1
   except av.FFmpegError as e:
-    raise VideoDecodeError(f'{describe(src)}: decoding failed after {count} '
-                           f'frames: {e}') from e
+    raise VideoDecodeError(f"{describe(src)}: decoding failed after {count} frames: {e}") from e
   return _Index(count, None, np.zeros(1, np.int64))
 
 
@@ -238,6 +246,7 @@ def _index_for(container, stream, src: Source) -> _Index:
 
 def _bit_depth(pix_fmt: str | None) -> int:
   import av
+
   if not pix_fmt:
     return 8
   try:
@@ -246,8 +255,14 @@ def _bit_depth(pix_fmt: str | None) -> int:
     return 8
 
 
-def probe(src: Source, *, width: int | None = None, height: int | None = None,
-          bit_depth: int | None = None, fps: float | None = None) -> VideoInfo:
+def probe(
+  src: Source,
+  *,
+  width: int | None = None,
+  height: int | None = None,
+  bit_depth: int | None = None,
+  fps: float | None = None,
+) -> VideoInfo:
   """Stream facts with an exact frame count (see the module docstring).
 
   width/height/bit_depth/fps describe raw .yuv files (they override the
@@ -255,8 +270,8 @@ def probe(src: Source, *, width: int | None = None, height: int | None = None,
   """
   if _is_raw_yuv(src):
     from internvqa_jax.data import yuv
-    return yuv.probe_yuv(src, width=width, height=height, bit_depth=bit_depth,
-                         fps=fps)
+
+    return yuv.probe_yuv(src, width=width, height=height, bit_depth=bit_depth, fps=fps)
   container = _open(src)
   with container:
     stream = _video_stream(container, src, threads=1)
@@ -264,25 +279,31 @@ def probe(src: Source, *, width: int | None = None, height: int | None = None,
     ctx = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate
     rate = float(rate) if rate else None
-    pix_fmt = ctx.pix_fmt or ''
+    pix_fmt = ctx.pix_fmt or ""
     return VideoInfo(
-        num_frames=index.num_frames, fps=rate, width=ctx.width,
-        height=ctx.height, codec=stream.codec_context.codec.name,
-        bit_depth=_bit_depth(pix_fmt), pix_fmt=pix_fmt,
-        duration=index.num_frames / rate if rate else None)
+      num_frames=index.num_frames,
+      fps=rate,
+      width=ctx.width,
+      height=ctx.height,
+      codec=stream.codec_context.codec.name,
+      bit_depth=_bit_depth(pix_fmt),
+      pix_fmt=pix_fmt,
+      duration=index.num_frames / rate if rate else None,
+    )
 
 
 def _check_indices(indices, num_frames: int, src: Source) -> np.ndarray:
   idx = np.asarray(indices)
   if idx.ndim != 1:
-    raise ValueError(f'{describe(src)}: indices must be 1-D, got shape {idx.shape}')
+    raise ValueError(f"{describe(src)}: indices must be 1-D, got shape {idx.shape}")
   if idx.size and not np.issubdtype(idx.dtype, np.integer):
-    raise TypeError(f'{describe(src)}: indices must be integers, got {idx.dtype}')
+    raise TypeError(f"{describe(src)}: indices must be integers, got {idx.dtype}")
   idx = idx.astype(np.int64)
   bad = idx[(idx < 0) | (idx >= num_frames)]
   if bad.size:
-    raise IndexError(f'{describe(src)}: frame index {int(bad[0])} out of range: '
-                     f'the video has {num_frames} frames')
+    raise IndexError(
+      f"{describe(src)}: frame index {int(bad[0])} out of range: the video has {num_frames} frames"
+    )
   return idx
 
 
@@ -290,7 +311,7 @@ def _plan(targets: np.ndarray, keyframes: np.ndarray) -> list[tuple[int, list[in
   """Groups sorted unique targets into (keyframe ordinal, targets) passes."""
   runs: list[tuple[int, list[int]]] = []
   for t in targets.tolist():
-    k = int(np.searchsorted(keyframes, t, side='right')) - 1
+    k = int(np.searchsorted(keyframes, t, side="right")) - 1
     if runs and keyframes[k] <= runs[-1][1][-1] + _SEEK_SLACK:
       runs[-1][1].append(t)
     else:
@@ -303,6 +324,7 @@ class _Reader:
 
   def __init__(self, container, stream, index: _Index, src: Source, threads: int):
     from internvqa_jax.data import colour
+
     self.container, self.stream, self.index = container, stream, index
     self.src, self.name = src, describe(src)
     self.threads = threads
@@ -314,7 +336,7 @@ class _Reader:
     try:
       return self.colour.frame_to_rgb(frame, threads=self.sws_threads)
     except ValueError as e:
-      raise VideoDecodeError(f'{self.name}: frame {index}: {e}') from e
+      raise VideoDecodeError(f"{self.name}: frame {index}: {e}") from e
 
   def read(self, targets: np.ndarray) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
@@ -333,11 +355,13 @@ class _Reader:
         return
       if key_ord == 0:
         bad = sorted(corrupt.intersection(pending))
-        why = (f'frame(s) {bad[:8]} decoded with errors (corrupt bitstream)'
-               if bad else f'frame(s) {pending[:8]} were not produced by the '
-               'decoder (corrupt, truncated or undecodable leading frames)')
-        raise VideoDecodeError(f'{self.name}: {why}, even when decoding from '
-                               'the first frame')
+        why = (
+          f"frame(s) {bad[:8]} decoded with errors (corrupt bitstream)"
+          if bad
+          else f"frame(s) {pending[:8]} were not produced by the "
+          "decoder (corrupt, truncated or undecodable leading frames)"
+        )
+        raise VideoDecodeError(f"{self.name}: {why}, even when decoding from the first frame")
       # The demuxer overshot, or the keyframe was no real random-access
       # point: go back a keyframe, then (after a few tries) to the start.
       attempts += 1
@@ -346,6 +370,7 @@ class _Reader:
   def _attempt(self, key_ord: int, run: list[int], out, corrupt) -> list[int]:
     """One seek + forward decode; returns the targets still missing."""
     import av
+
     pts = self.index.pts
     key_frame = int(self.index.keyframes[key_ord])
     seek_pts = int(pts[key_frame])
@@ -356,13 +381,11 @@ class _Reader:
     synced = key_ord == 0
     ctx = self.stream.codec_context
     try:
-      self.container.seek(seek_pts, stream=self.stream, backward=True,
-                          any_frame=False)
+      self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
       for frame in self._decode(ctx, wanted):
         p = frame.pts
         if p is None:
-          raise VideoDecodeError(f'{self.name}: decoder output a frame without '
-                                 'a timestamp')
+          raise VideoDecodeError(f"{self.name}: decoder output a frame without a timestamp")
         if not synced:
           if p > seek_pts:
             return run  # landed past the keyframe: retry from an earlier one
@@ -379,8 +402,9 @@ class _Reader:
           break
     except av.FFmpegError as e:
       raise VideoDecodeError(
-          f'{self.name}: corrupt or truncated bitstream: decoding frames '
-          f'{run[0]}..{run[-1]} from keyframe {key_frame} failed: {e}') from e
+        f"{self.name}: corrupt or truncated bitstream: decoding frames "
+        f"{run[0]}..{run[-1]} from keyframe {key_frame} failed: {e}"
+      ) from e
     return [t for t in run if t not in out]
 
   def _decode(self, ctx, wanted):
@@ -394,14 +418,14 @@ class _Reader:
     try:
       for packet in self.container.demux(self.stream):
         if self.skip_nonref:
-          ctx.skip_frame = ('DEFAULT' if packet.pts is None or packet.pts in wanted
-                            else 'NONREF')
+          ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
         yield from ctx.decode(packet)
     finally:
-      ctx.skip_frame = 'DEFAULT'
+      ctx.skip_frame = "DEFAULT"
 
   def _read_sequential(self, targets: np.ndarray, out) -> None:
     import av
+
     want = set(targets.tolist())
     last = int(targets.max())
     i = -1
@@ -410,26 +434,31 @@ class _Reader:
       for i, frame in enumerate(frames):
         if i in want:
           if frame.is_corrupt:
-            raise VideoDecodeError(f'{self.name}: frame {i} decoded with '
-                                   'errors (corrupt bitstream)')
+            raise VideoDecodeError(
+              f"{self.name}: frame {i} decoded with errors (corrupt bitstream)"
+            )
           out[i] = self._to_rgb(frame, i)
         if i >= last:
           break
     except av.FFmpegError as e:
-      raise VideoDecodeError(f'{self.name}: decoding failed after frame {i}: '
-                             f'{e}') from e
+      raise VideoDecodeError(f"{self.name}: decoding failed after frame {i}: {e}") from e
     finally:
       frames.close()
     missing = sorted(want - set(out))
     if missing:
-      raise VideoDecodeError(f'{self.name}: frame(s) {missing[:8]} not produced '
-                             'by the decoder')
+      raise VideoDecodeError(f"{self.name}: frame(s) {missing[:8]} not produced by the decoder")
 
 
-def read_frames(src: Source, indices: Sequence[int] | np.ndarray, *,
-                width: int | None = None, height: int | None = None,
-                bit_depth: int | None = None, fps: float | None = None,
-                threads: int = 0) -> np.ndarray:
+def read_frames(
+  src: Source,
+  indices: Sequence[int] | np.ndarray,
+  *,
+  width: int | None = None,
+  height: int | None = None,
+  bit_depth: int | None = None,
+  fps: float | None = None,
+  threads: int = 0,
+) -> np.ndarray:
   """Frames `indices` (any order, duplicates allowed) as uint8 (N, H, W, 3) RGB.
 
   src: a path (container or raw planar 4:2:0 `.yuv`) or encoded bytes.
@@ -441,8 +470,10 @@ def read_frames(src: Source, indices: Sequence[int] | np.ndarray, *,
   """
   if _is_raw_yuv(src):
     from internvqa_jax.data import yuv
-    return yuv.read_yuv_frames(src, indices, width=width, height=height,
-                               bit_depth=bit_depth, fps=fps)
+
+    return yuv.read_yuv_frames(
+      src, indices, width=width, height=height, bit_depth=bit_depth, fps=fps
+    )
   container = _open(src)
   with container:
     stream = _video_stream(container, src, threads)
@@ -458,9 +489,9 @@ def read_frames(src: Source, indices: Sequence[int] | np.ndarray, *,
 
 def _check_geometry(stream, src, width, height, bit_depth) -> None:
   ctx = stream.codec_context
-  actual = {'width': ctx.width, 'height': ctx.height,
-            'bit_depth': _bit_depth(ctx.pix_fmt)}
-  for key, want in (('width', width), ('height', height), ('bit_depth', bit_depth)):
+  actual = {"width": ctx.width, "height": ctx.height, "bit_depth": _bit_depth(ctx.pix_fmt)}
+  for key, want in (("width", width), ("height", height), ("bit_depth", bit_depth)):
     if want is not None and int(want) != actual[key]:
-      raise VideoDecodeError(f'{describe(src)}: expected {key}={want} but the '
-                             f'stream has {key}={actual[key]}')
+      raise VideoDecodeError(
+        f"{describe(src)}: expected {key}={want} but the stream has {key}={actual[key]}"
+      )

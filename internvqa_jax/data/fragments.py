@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -51,42 +51,76 @@ _UPSAMPLE_CHUNK = 8
 # Per-variant settings from the reference configs (spec §2, §5.2, §5.4).
 # `t_frag=None` is the legacy layout (segments = num_clips, one draw).
 VARIANT_SAMPLING: dict[str, dict] = {
-    # FAST-VQA-B: 7x7 fragments, 32 frames, 4 test clips, aligned 32.
-    "fast_vqa_b": dict(fragments=7, fsize=32, aligned=32, clip_len=32,
-                       frame_interval=2, t_frag=None, num_clips_train=1,
-                       num_clips_test=4),
-    # FasterVQA (FAST-VQA-B-3D): 8 temporal fragments x 4 frames.
-    "faster_vqa": dict(fragments=7, fsize=32, aligned=8, clip_len=32,
-                       frame_interval=2, t_frag=8, num_clips_train=1,
-                       num_clips_test=1),
-    # FasterVQA-MT: same weights, 4 temporal fragments x 4 frames.
-    "faster_vqa_mt": dict(fragments=7, fsize=32, aligned=8, clip_len=16,
-                          frame_interval=2, t_frag=4, num_clips_train=1,
-                          num_clips_test=1),
-    # FasterVQA-MS: same weights, 5x5 fragments (160x160).
-    "faster_vqa_ms": dict(fragments=5, fsize=32, aligned=8, clip_len=32,
-                          frame_interval=2, t_frag=8, num_clips_train=1,
-                          num_clips_test=1),
-    # FAST-VQA-M: 4x4 fragments (128x128), 16 frames, 4 test clips.
-    "fast_vqa_m": dict(fragments=4, fsize=32, aligned=8, clip_len=16,
-                       frame_interval=2, t_frag=None, num_clips_train=1,
-                       num_clips_test=4),
+  # FAST-VQA-B: 7x7 fragments, 32 frames, 4 test clips, aligned 32.
+  "fast_vqa_b": dict(
+    fragments=7,
+    fsize=32,
+    aligned=32,
+    clip_len=32,
+    frame_interval=2,
+    t_frag=None,
+    num_clips_train=1,
+    num_clips_test=4,
+  ),
+  # FasterVQA (FAST-VQA-B-3D): 8 temporal fragments x 4 frames.
+  "faster_vqa": dict(
+    fragments=7,
+    fsize=32,
+    aligned=8,
+    clip_len=32,
+    frame_interval=2,
+    t_frag=8,
+    num_clips_train=1,
+    num_clips_test=1,
+  ),
+  # FasterVQA-MT: same weights, 4 temporal fragments x 4 frames.
+  "faster_vqa_mt": dict(
+    fragments=7,
+    fsize=32,
+    aligned=8,
+    clip_len=16,
+    frame_interval=2,
+    t_frag=4,
+    num_clips_train=1,
+    num_clips_test=1,
+  ),
+  # FasterVQA-MS: same weights, 5x5 fragments (160x160).
+  "faster_vqa_ms": dict(
+    fragments=5,
+    fsize=32,
+    aligned=8,
+    clip_len=32,
+    frame_interval=2,
+    t_frag=8,
+    num_clips_train=1,
+    num_clips_test=1,
+  ),
+  # FAST-VQA-M: 4x4 fragments (128x128), 16 frames, 4 test clips.
+  "fast_vqa_m": dict(
+    fragments=4,
+    fsize=32,
+    aligned=8,
+    clip_len=16,
+    frame_interval=2,
+    t_frag=None,
+    num_clips_train=1,
+    num_clips_test=4,
+  ),
 }
 
 
 def _check_positive_int(name: str, value, allow_none: bool = False):
   if value is None and allow_none:
     return
-  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-      or value < 1):
-    raise ValueError(f"fragment sampling: {name} must be a positive int, "
-                     f"got {value!r}")
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    raise ValueError(f"fragment sampling: {name} must be a positive int, got {value!r}")
 
 
 def _check_rng(rng, what: str):
   if not isinstance(rng, np.random.Generator):
-    raise TypeError(f"{what} needs a np.random.Generator for random sampling, "
-                    f"got {type(rng).__name__}")
+    raise TypeError(
+      f"{what} needs a np.random.Generator for random sampling, got {type(rng).__name__}"
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -94,10 +128,14 @@ def _check_rng(rng, what: str):
 # ----------------------------------------------------------------------------
 
 
-def fragment_frame_indices(num_frames: int, fsize_t: int, fragments_t: int,
-                           frame_interval: int = 1, num_draws: int = 1,
-                           rng: Optional[np.random.Generator] = None
-                           ) -> np.ndarray:
+def fragment_frame_indices(
+  num_frames: int,
+  fsize_t: int,
+  fragments_t: int,
+  frame_interval: int = 1,
+  num_draws: int = 1,
+  rng: np.random.Generator | None = None,
+) -> np.ndarray:
   """Temporal fragment sampling (reference `FragmentSampleFrames`).
 
   Each draw cuts the video into `fragments_t` segments of N // fragments_t
@@ -114,9 +152,13 @@ def fragment_frame_indices(num_frames: int, fsize_t: int, fragments_t: int,
   Returns:
     int64 (num_draws * fragments_t * fsize_t,) in sampling order.
   """
-  for name, v in [("num_frames", num_frames), ("fsize_t", fsize_t),
-                  ("fragments_t", fragments_t),
-                  ("frame_interval", frame_interval), ("num_draws", num_draws)]:
+  for name, v in [
+    ("num_frames", num_frames),
+    ("fsize_t", fsize_t),
+    ("fragments_t", fragments_t),
+    ("frame_interval", frame_interval),
+    ("num_draws", num_draws),
+  ]:
     _check_positive_int(name, v)
   seg = num_frames // fragments_t
   span = fsize_t * frame_interval
@@ -126,8 +168,7 @@ def fragment_frame_indices(num_frames: int, fsize_t: int, fragments_t: int,
       offsets = np.full((num_draws, fragments_t), (seg - span) // 2, np.int64)
     else:
       _check_rng(rng, "fragment_frame_indices")
-      offsets = rng.integers(0, seg - span, size=(num_draws, fragments_t),
-                             dtype=np.int64)
+      offsets = rng.integers(0, seg - span, size=(num_draws, fragments_t), dtype=np.int64)
   else:
     offsets = np.zeros((num_draws, fragments_t), np.int64)
   steps = np.arange(fsize_t, dtype=np.int64) * frame_interval
@@ -135,8 +176,9 @@ def fragment_frame_indices(num_frames: int, fsize_t: int, fragments_t: int,
   return np.mod(idx.reshape(-1), num_frames)
 
 
-def uniform_clip_indices(num_frames: int, clip_len: int, num_clips: int = 1,
-                         frame_interval: int = 1) -> np.ndarray:
+def uniform_clip_indices(
+  num_frames: int, clip_len: int, num_clips: int = 1, frame_interval: int = 1
+) -> np.ndarray:
   """Deterministic evenly spaced clips (reference `SampleFrames`, test mode).
 
   This is what the reference demo script `vqa.py` uses (interval 1): clip c
@@ -147,8 +189,12 @@ def uniform_clip_indices(num_frames: int, clip_len: int, num_clips: int = 1,
   Returns:
     int64 (num_clips * clip_len,), clip-major.
   """
-  for name, v in [("num_frames", num_frames), ("clip_len", clip_len),
-                  ("num_clips", num_clips), ("frame_interval", frame_interval)]:
+  for name, v in [
+    ("num_frames", num_frames),
+    ("clip_len", clip_len),
+    ("num_clips", num_clips),
+    ("frame_interval", frame_interval),
+  ]:
     _check_positive_int(name, v)
   span = clip_len * frame_interval
   if num_frames > span - 1:
@@ -172,17 +218,23 @@ def grid_starts(res: int, fragments: int, fsize: int) -> tuple[np.ndarray, int]:
   _check_positive_int("fsize", fsize)
   if res < fsize:
     # The reference would slice with a negative start and fail; say why.
-    raise ValueError(f"fragment sampling: frame side {res} is smaller than "
-                     f"one fragment patch ({fsize}); cannot place the grid")
+    raise ValueError(
+      f"fragment sampling: frame side {res} is smaller than "
+      f"one fragment patch ({fsize}); cannot place the grid"
+    )
   length = res // fragments
-  starts = np.minimum(length * np.arange(fragments, dtype=np.int64),
-                      res - fsize)
+  starts = np.minimum(length * np.arange(fragments, dtype=np.int64), res - fsize)
   return starts, length
 
 
-def fragment_offsets(res_h: int, res_w: int, num_groups: int, fragments: int,
-                     fsize: int, rng: Optional[np.random.Generator] = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def fragment_offsets(
+  res_h: int,
+  res_w: int,
+  num_groups: int,
+  fragments: int,
+  fsize: int,
+  rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Top-left corners of every patch: (tops, lefts), each (G, F, F) int64.
 
   `res_h`, `res_w` are the sizes the grid is computed from (the
@@ -232,10 +284,9 @@ def _linear_taps(in_size: int, out_size: int, scale_factor: float):
   return i0, i1, w0, w1
 
 
-def upsample_small_frames(frames: np.ndarray, size_h: int, size_w: int,
-                          keep_h: Optional[int] = None,
-                          keep_w: Optional[int] = None
-                          ) -> tuple[np.ndarray, float]:
+def upsample_small_frames(
+  frames: np.ndarray, size_h: int, size_w: int, keep_h: int | None = None, keep_w: int | None = None
+) -> tuple[np.ndarray, float]:
   """The reference fallback for frames smaller than the fragment grid.
 
   ratio = min(H / size_h, W / size_w); if ratio < 1, frames are upsampled by
@@ -268,28 +319,30 @@ def upsample_small_frames(frames: np.ndarray, size_h: int, size_w: int,
   pos = np.searchsorted(rows, np.arange(h))  # input row -> position in rows
   out = np.empty((frames.shape[0], keep_h, keep_w, 3), np.uint8)
   for start in range(0, frames.shape[0], _UPSAMPLE_CHUNK):  # bounds memory
-    x = frames[start:start + _UPSAMPLE_CHUNK, rows].astype(np.float32)
+    x = frames[start : start + _UPSAMPLE_CHUNK, rows].astype(np.float32)
     x = x / np.float32(255.0)
     # Width pass, then height pass, each t0 * w0 + t1 * w1 evaluated like
     # torch's CPU kernel: fma(t0, w0, t1 * w1).
-    xw = _fma32(x[:, :, c0], ww0[None, None, :, None],
-                x[:, :, c1] * ww1[None, None, :, None])
-    y = _fma32(xw[:, pos[h0]], wh0[None, :, None, None],
-               xw[:, pos[h1]] * wh1[None, :, None, None])
-    out[start:start + _UPSAMPLE_CHUNK] = (y * np.float32(255.0)).astype(np.uint8)
+    xw = _fma32(x[:, :, c0], ww0[None, None, :, None], x[:, :, c1] * ww1[None, None, :, None])
+    y = _fma32(xw[:, pos[h0]], wh0[None, :, None, None], xw[:, pos[h1]] * wh1[None, :, None, None])
+    out[start : start + _UPSAMPLE_CHUNK] = (y * np.float32(255.0)).astype(np.uint8)
   return out, ratio
 
 
 def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
   """float32 a * b + c with one rounding (the product is exact in float64;
   the float64 sum can double-round only in vanishingly rare ties)."""
-  return (a.astype(np.float64) * b.astype(np.float64)
-          + c.astype(np.float64)).astype(np.float32)
+  return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
 
 
-def gather_fragments(frames: np.ndarray, tops: np.ndarray, lefts: np.ndarray,
-                     fsize: int, aligned: int,
-                     time_index: Optional[np.ndarray] = None) -> np.ndarray:
+def gather_fragments(
+  frames: np.ndarray,
+  tops: np.ndarray,
+  lefts: np.ndarray,
+  fsize: int,
+  aligned: int,
+  time_index: np.ndarray | None = None,
+) -> np.ndarray:
   """Splices the patches into (T, F * fsize, F * fsize, 3), same dtype.
 
   Output frame t, cell (i, j) is frames[time_index[t], tops[g, i, j] + a,
@@ -301,15 +354,12 @@ def gather_fragments(frames: np.ndarray, tops: np.ndarray, lefts: np.ndarray,
     time_index: (T,) positions into `frames`; default arange(U).
   """
   u, h, w = frames.shape[:3]
-  t_idx = (np.arange(u) if time_index is None
-           else np.asarray(time_index, np.int64))
+  t_idx = np.arange(u) if time_index is None else np.asarray(time_index, np.int64)
   t = t_idx.shape[0]
   g, f = tops.shape[0], tops.shape[1]
   if t != g * aligned:
-    raise ValueError(f"gather_fragments: {t} frames != {g} offset groups x "
-                     f"aligned {aligned}")
-  if (tops.min() < 0 or lefts.min() < 0 or tops.max() + fsize > h
-      or lefts.max() + fsize > w):
+    raise ValueError(f"gather_fragments: {t} frames != {g} offset groups x aligned {aligned}")
+  if tops.min() < 0 or lefts.min() < 0 or tops.max() + fsize > h or lefts.max() + fsize > w:
     raise ValueError(f"gather_fragments: patches exceed the {h}x{w} frame")
   group = np.arange(t) // aligned
   a = np.arange(fsize)
@@ -321,11 +371,14 @@ def gather_fragments(frames: np.ndarray, tops: np.ndarray, lefts: np.ndarray,
   return out.reshape(t, f * fsize, f * fsize, frames.shape[-1])
 
 
-def grid_mini_patch_sampling(frames: np.ndarray, fragments: int = 7,
-                             fsize: int = 32, aligned: int = 32,
-                             rng: Optional[np.random.Generator] = None,
-                             time_index: Optional[np.ndarray] = None
-                             ) -> np.ndarray:
+def grid_mini_patch_sampling(
+  frames: np.ndarray,
+  fragments: int = 7,
+  fsize: int = 32,
+  aligned: int = 32,
+  rng: np.random.Generator | None = None,
+  time_index: np.ndarray | None = None,
+) -> np.ndarray:
   """Grid Mini-patch Sampling (reference `get_spatial_fragments`).
 
   Args:
@@ -348,33 +401,31 @@ def grid_mini_patch_sampling(frames: np.ndarray, fragments: int = 7,
   if t == 1:
     aligned = 1
   if t % aligned:
-    raise ValueError(f"grid_mini_patch_sampling: {t} sampled frames is not a "
-                     f"multiple of aligned={aligned}")
+    raise ValueError(
+      f"grid_mini_patch_sampling: {t} sampled frames is not a multiple of aligned={aligned}"
+    )
   res_h, res_w = frames.shape[1:3]
   size = fragments * fsize
   # Offsets come from the pre-upsample size (reference quirk, spec §5.4.4).
-  tops, lefts = fragment_offsets(res_h, res_w, t // aligned, fragments, fsize,
-                                 rng)
-  frames, _ = upsample_small_frames(frames, size, size, keep_h=res_h,
-                                    keep_w=res_w)
+  tops, lefts = fragment_offsets(res_h, res_w, t // aligned, fragments, fsize, rng)
+  frames, _ = upsample_small_frames(frames, size, size, keep_h=res_h, keep_w=res_w)
   return gather_fragments(frames, tops, lefts, fsize, aligned, time_index)
 
 
 def normalize(fragments: np.ndarray) -> np.ndarray:
   """(x - MEAN) / STD per RGB channel on the 0-255 scale, float32."""
   if fragments.shape[-1] != 3:
-    raise ValueError(f"normalize: expected channels-last RGB (..., 3), got "
-                     f"shape {fragments.shape}")
+    raise ValueError(f"normalize: expected channels-last RGB (..., 3), got shape {fragments.shape}")
   return (fragments.astype(np.float32) - MEAN) / STD
 
 
 def _check_frames(frames, what: str):
   if not isinstance(frames, np.ndarray):
-    raise TypeError(f"{what}: frames must be a numpy array, got "
-                    f"{type(frames).__name__}")
+    raise TypeError(f"{what}: frames must be a numpy array, got {type(frames).__name__}")
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-    raise ValueError(f"{what}: frames must be uint8 (N, H, W, 3), got "
-                     f"{frames.dtype} {frames.shape}")
+    raise ValueError(
+      f"{what}: frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}"
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -385,12 +436,13 @@ def _check_frames(frames, what: str):
 @dataclasses.dataclass(frozen=True)
 class FragmentSamplingConfig:
   """One variant's sampling settings (see VARIANT_SAMPLING)."""
+
   fragments: int = 7
   fsize: int = 32
   aligned: int = 32
   clip_len: int = 32
   frame_interval: int = 2
-  t_frag: Optional[int] = None
+  t_frag: int | None = None
   num_clips_train: int = 1
   num_clips_test: int = 4
   # Test-time sampling: "random" (reference evaluation), "center"
@@ -401,22 +453,25 @@ class FragmentSamplingConfig:
   def __post_init__(self):
     for f in dataclasses.fields(self):
       if f.name != "test_sampling":
-        _check_positive_int(f.name, getattr(self, f.name),
-                            allow_none=f.name == "t_frag")
+        _check_positive_int(f.name, getattr(self, f.name), allow_none=f.name == "t_frag")
     if self.t_frag is not None and self.clip_len % self.t_frag:
-      raise ValueError(f"fragment sampling: clip_len {self.clip_len} is not "
-                       f"divisible by t_frag {self.t_frag}")
+      raise ValueError(
+        f"fragment sampling: clip_len {self.clip_len} is not divisible by t_frag {self.t_frag}"
+      )
     if self.clip_len % self.aligned:
-      raise ValueError(f"fragment sampling: clip_len {self.clip_len} is not "
-                       f"a multiple of aligned {self.aligned}")
+      raise ValueError(
+        f"fragment sampling: clip_len {self.clip_len} is not a multiple of aligned {self.aligned}"
+      )
     if self.test_sampling not in TEST_SAMPLING_MODES:
-      raise ValueError(f"fragment sampling: test_sampling must be one of "
-                       f"{TEST_SAMPLING_MODES}, got {self.test_sampling!r}")
+      raise ValueError(
+        f"fragment sampling: test_sampling must be one of "
+        f"{TEST_SAMPLING_MODES}, got {self.test_sampling!r}"
+      )
 
 
-def temporal_indices(cfg: FragmentSamplingConfig, num_frames: int,
-                     rng: Optional[np.random.Generator], train: bool
-                     ) -> np.ndarray:
+def temporal_indices(
+  cfg: FragmentSamplingConfig, num_frames: int, rng: np.random.Generator | None, train: bool
+) -> np.ndarray:
   """Frame indices (num_clips, clip_len) for a video of `num_frames`."""
   num_clips = cfg.num_clips_train if train else cfg.num_clips_test
   mode = "random" if train else cfg.test_sampling
@@ -426,12 +481,11 @@ def temporal_indices(cfg: FragmentSamplingConfig, num_frames: int,
     rng = rng if mode == "random" else None
     if cfg.t_frag is None:
       # Legacy layout: the clips are the segments of a single draw.
-      flat = fragment_frame_indices(num_frames, cfg.clip_len, num_clips,
-                                    cfg.frame_interval, 1, rng)
+      flat = fragment_frame_indices(num_frames, cfg.clip_len, num_clips, cfg.frame_interval, 1, rng)
     else:
-      flat = fragment_frame_indices(num_frames, cfg.clip_len // cfg.t_frag,
-                                    cfg.t_frag, cfg.frame_interval, num_clips,
-                                    rng)
+      flat = fragment_frame_indices(
+        num_frames, cfg.clip_len // cfg.t_frag, cfg.t_frag, cfg.frame_interval, num_clips, rng
+      )
   return flat.reshape(num_clips, cfg.clip_len)
 
 
@@ -448,16 +502,15 @@ class FragmentSampler:
 
   def __init__(self, variant: str = "fast_vqa_b", **overrides):
     if variant not in VARIANT_SAMPLING:
-      raise ValueError(f"unknown fragment sampling variant {variant!r}; known: "
-                       f"{sorted(VARIANT_SAMPLING)}")
+      raise ValueError(
+        f"unknown fragment sampling variant {variant!r}; known: {sorted(VARIANT_SAMPLING)}"
+      )
     known = {f.name for f in dataclasses.fields(FragmentSamplingConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-      raise ValueError(f"unknown fragment sampling override(s) {unknown}; "
-                       f"known: {sorted(known)}")
+      raise ValueError(f"unknown fragment sampling override(s) {unknown}; known: {sorted(known)}")
     self.variant = variant
-    self.config = FragmentSamplingConfig(
-        **{**VARIANT_SAMPLING[variant], **overrides})
+    self.config = FragmentSamplingConfig(**{**VARIANT_SAMPLING[variant], **overrides})
 
   def num_clips(self, train: bool) -> int:
     return self.config.num_clips_train if train else self.config.num_clips_test
@@ -473,29 +526,36 @@ class FragmentSampler:
   def _needs_rng(self, train: bool) -> bool:
     return train or self.config.test_sampling != "center"
 
-  def frame_indices(self, num_video_frames: int,
-                    rng: Optional[np.random.Generator], train: bool
-                    ) -> np.ndarray:
+  def frame_indices(
+    self, num_video_frames: int, rng: np.random.Generator | None, train: bool
+  ) -> np.ndarray:
     """(num_clips, clip_len) int64 frame indices (draws from rng first)."""
     _check_positive_int("num_video_frames", num_video_frames)
     if self._needs_rng(train):
       _check_rng(rng, "FragmentSampler")
     return temporal_indices(self.config, int(num_video_frames), rng, train)
 
-  def __call__(self, read_frames: Callable[[np.ndarray], np.ndarray],
-               num_video_frames: int, rng: Optional[np.random.Generator],
-               train: bool) -> np.ndarray:
+  def __call__(
+    self,
+    read_frames: Callable[[np.ndarray], np.ndarray],
+    num_video_frames: int,
+    rng: np.random.Generator | None,
+    train: bool,
+  ) -> np.ndarray:
     cfg = self.config
     idx = self.frame_indices(num_video_frames, rng, train)
     unique, inverse = np.unique(idx.reshape(-1), return_inverse=True)
     frames = read_frames(unique)
     _check_frames(frames, "FragmentSampler: read_frames result")
     if frames.shape[0] != unique.shape[0]:
-      raise ValueError(f"FragmentSampler: read_frames returned "
-                       f"{frames.shape[0]} frames for {unique.shape[0]} "
-                       f"requested indices")
+      raise ValueError(
+        f"FragmentSampler: read_frames returned "
+        f"{frames.shape[0]} frames for {unique.shape[0]} "
+        f"requested indices"
+      )
     spatial_rng = rng if self._needs_rng(train) else None
-    x = grid_mini_patch_sampling(frames, cfg.fragments, cfg.fsize, cfg.aligned,
-                                 spatial_rng, inverse.reshape(-1))
+    x = grid_mini_patch_sampling(
+      frames, cfg.fragments, cfg.fsize, cfg.aligned, spatial_rng, inverse.reshape(-1)
+    )
     x = normalize(x)
     return x.reshape(idx.shape + x.shape[1:])

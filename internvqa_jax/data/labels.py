@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ def _describe(record: Mapping[str, Any]) -> str:
 @dataclasses.dataclass(frozen=True)
 class LabelTransform:
   """label = score * scale, negated for DMOS records when flip_dmos."""
+
   scale: float = 0.01
   flip_dmos: bool = False
 
@@ -77,14 +79,20 @@ def _from_mapping(cfg: Mapping[str, Any] | None) -> LabelTransform:
   unknown = set(cfg) - {"scale", "flip_dmos"}
   if unknown:
     raise ValueError(f"unknown label options {sorted(unknown)}; expected 'scale', 'flip_dmos'")
-  return LabelTransform(scale=float(cfg.get("scale", 0.01)), flip_dmos=bool(cfg.get("flip_dmos", False)))
+  return LabelTransform(
+    scale=float(cfg.get("scale", 0.01)), flip_dmos=bool(cfg.get("flip_dmos", False))
+  )
 
 
 class PerDatasetLabels:
   """Chooses a LabelTransform by the record's dataset name."""
 
-  def __init__(self, per_dataset: Mapping[str, LabelTransform],
-               default: LabelTransform | None, dataset_key: str = "dataset"):
+  def __init__(
+    self,
+    per_dataset: Mapping[str, LabelTransform],
+    default: LabelTransform | None,
+    dataset_key: str = "dataset",
+  ):
     self.per_dataset = dict(per_dataset)
     self.default = default
     self.dataset_key = dataset_key
@@ -94,8 +102,10 @@ class PerDatasetLabels:
     if name in self.per_dataset:
       return self.per_dataset[name]
     if self.default is None:
-      raise KeyError(f"no label transform for {self.dataset_key}={name!r} of {_describe(record)}; "
-                     f"configured: {sorted(self.per_dataset)} and no 'default'")
+      raise KeyError(
+        f"no label transform for {self.dataset_key}={name!r} of {_describe(record)}; "
+        f"configured: {sorted(self.per_dataset)} and no 'default'"
+      )
     return self.default
 
   def __call__(self, record: Mapping[str, Any]) -> np.float32:

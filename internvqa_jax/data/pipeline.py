@@ -64,7 +64,8 @@ with `grain.checkpoint.CheckpointSave(it)` inside an Orbax
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -82,6 +83,7 @@ class BadVideoError(RuntimeError):
 
 # ------------------------------------------------------------------ config ---
 
+
 def _to_dict(cfg: Any) -> dict[str, Any]:
   if cfg is None:
     return {}
@@ -90,16 +92,28 @@ def _to_dict(cfg: Any) -> dict[str, Any]:
   return {k: (_to_dict(v) if isinstance(v, Mapping) else v) for k, v in dict(cfg).items()}
 
 
-_TOP_LEVEL_KEYS = {"views", "labels", "shuffle", "num_epochs", "worker_count",
-                   "worker_buffer_size", "num_threads", "prefetch_buffer_size",
-                   "string_fields", "skip_bad_videos", "bad_videos_log"}
+_TOP_LEVEL_KEYS = {
+  "views",
+  "labels",
+  "shuffle",
+  "num_epochs",
+  "worker_count",
+  "worker_buffer_size",
+  "num_threads",
+  "prefetch_buffer_size",
+  "string_fields",
+  "skip_bad_videos",
+  "bad_videos_log",
+}
 
 
 def _parse_config(cfg: Any) -> dict[str, Any]:
   cfg = _to_dict(cfg)
   unknown = set(cfg) - _TOP_LEVEL_KEYS
   if unknown:
-    raise ValueError(f"unknown data config fields {sorted(unknown)}; known: {sorted(_TOP_LEVEL_KEYS)}")
+    raise ValueError(
+      f"unknown data config fields {sorted(unknown)}; known: {sorted(_TOP_LEVEL_KEYS)}"
+    )
   return cfg
 
 
@@ -110,14 +124,18 @@ class FastVQARecipe:
     try:
       from internvqa_jax.data import fragments  # pylint: disable=g-import-not-at-top
     except ImportError as e:
-      raise ImportError("FAST-VQA fragment sampling is not available: "
-                        f"internvqa_jax.data.fragments failed to import ({e})") from e
+      raise ImportError(
+        "FAST-VQA fragment sampling is not available: "
+        f"internvqa_jax.data.fragments failed to import ({e})"
+      ) from e
     self.variant = variant
     self.overrides = dict(overrides or {})
     self.sampler = fragments.FragmentSampler(variant, **self.overrides)
     if self.sampler.num_clips(True) != 1:
-      raise ValueError(f"fastvqa view {variant!r}: training needs num_clips_train=1 (one view per "
-                       f"sample), got {self.sampler.num_clips(True)}")
+      raise ValueError(
+        f"fastvqa view {variant!r}: training needs num_clips_train=1 (one view per "
+        f"sample), got {self.sampler.num_clips(True)}"
+      )
 
   @property
   def num_eval_views(self) -> int:
@@ -127,14 +145,18 @@ class FastVQARecipe:
   def train(self, read_frames, num_video_frames, rng):
     clips = np.asarray(self.sampler(read_frames, num_video_frames, rng, True), np.float32)
     if clips.ndim != 5 or clips.shape[0] != 1:
-      raise ValueError(f"fastvqa view '{self.variant}' must give 1 training clip (1, T, S, S, 3), "
-                       f"got shape {clips.shape}")
+      raise ValueError(
+        f"fastvqa view '{self.variant}' must give 1 training clip (1, T, S, S, 3), "
+        f"got shape {clips.shape}"
+      )
     return clips[0]
 
   def eval(self, read_frames, num_video_frames, rng):
     clips = np.asarray(self.sampler(read_frames, num_video_frames, rng, False), np.float32)
     if clips.ndim != 5:
-      raise ValueError(f"fastvqa view '{self.variant}' must give (num_clips, T, S, S, 3), got {clips.shape}")
+      raise ValueError(
+        f"fastvqa view '{self.variant}' must give (num_clips, T, S, S, 3), got {clips.shape}"
+      )
     return clips
 
 
@@ -156,14 +178,19 @@ def make_views(views_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     elif recipe == "fastvqa":
       unknown = set(vcfg) - {"variant", "overrides"}
       if unknown or "variant" not in vcfg:
-        raise ValueError(f"view {name!r}: fastvqa needs 'variant' and optional 'overrides', got {sorted(vcfg)}")
+        raise ValueError(
+          f"view {name!r}: fastvqa needs 'variant' and optional 'overrides', got {sorted(vcfg)}"
+        )
       views[name] = FastVQARecipe(vcfg["variant"], vcfg.get("overrides"))
     else:
-      raise ValueError(f"view {name!r}: unknown recipe {recipe!r}; expected 'internvideo2' or 'fastvqa'")
+      raise ValueError(
+        f"view {name!r}: unknown recipe {recipe!r}; expected 'internvideo2' or 'fastvqa'"
+      )
   return views
 
 
 # ---------------------------------------------------------------- decoding ---
+
 
 def describe(record: Record) -> str:
   return f"video_id={record.get('video_id', '?')!r} path={(record.get('path') or '<in-memory>')!r}"
@@ -199,17 +226,24 @@ class _RecordFrames:
   def __call__(self, indices) -> np.ndarray:
     idx = np.asarray(indices, np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= self.num_frames):
-      raise IndexError(f"frame indices {idx.tolist()} outside [0, {self.num_frames}) for {describe(self._record)}")
+      raise IndexError(
+        f"frame indices {idx.tolist()} outside [0, {self.num_frames}) for {describe(self._record)}"
+      )
     missing = np.unique([i for i in idx.tolist() if i not in self._cache]).astype(np.int64)
     if missing.size:
       kwargs = {}
       path = self._record.get("path") or ""
       if path.lower().endswith(".yuv"):  # Raw frames carry no header: pass the geometry.
-        kwargs = {k: self._record[k] for k in ("width", "height", "bit_depth", "fps")
-                  if self._record.get(k) is not None}
+        kwargs = {
+          k: self._record[k]
+          for k in ("width", "height", "bit_depth", "fps")
+          if self._record.get(k) is not None
+        }
       frames = np.asarray(self._read_fn(self._source(), missing, **kwargs))
       if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != missing.size:
-        raise ValueError(f"decoder returned {frames.dtype} {frames.shape} for {missing.size} frames")
+        raise ValueError(
+          f"decoder returned {frames.dtype} {frames.shape} for {missing.size} frames"
+        )
       if not self._use_cache:
         return frames[np.searchsorted(missing, idx)]
       for i, frame in zip(missing.tolist(), frames):
@@ -219,14 +253,21 @@ class _RecordFrames:
 
 def _default_read_frames(*args, **kwargs):
   from internvqa_jax.data import decode  # pylint: disable=g-import-not-at-top
+
   return decode.read_frames(*args, **kwargs)
 
 
 class VideoProcessor:
   """Record index -> example dict(s). Picklable, so Grain workers can run it."""
 
-  def __init__(self, records: Sequence[Record], cfg: Any, *, seed: int,
-               read_frames: Callable[..., np.ndarray] | None = None):
+  def __init__(
+    self,
+    records: Sequence[Record],
+    cfg: Any,
+    *,
+    seed: int,
+    read_frames: Callable[..., np.ndarray] | None = None,
+  ):
     cfg = _parse_config(cfg)
     self.records = records
     self.seed = int(seed)
@@ -234,7 +275,9 @@ class VideoProcessor:
     self.label_fn = labels_lib.make_label_transform(cfg.get("labels"))
     self.read_frames = read_frames
     self.string_fields = tuple(cfg.get("string_fields") or ())
-    clash = set(self.string_fields) & (set(self.views) | {"label", "score", "index", "view", "mask"})
+    clash = set(self.string_fields) & (
+      set(self.views) | {"label", "score", "index", "view", "mask"}
+    )
     if clash:
       raise ValueError(f"string_fields {sorted(clash)} clash with view names or batch fields")
     self.skip_bad_videos = bool(cfg.get("skip_bad_videos", False))
@@ -260,8 +303,9 @@ class VideoProcessor:
     return None
 
   def _frames(self, record: Record) -> _RecordFrames:
-    return _RecordFrames(self.read_frames or _default_read_frames, record,
-                         cache=len(self.views) > 1)
+    return _RecordFrames(
+      self.read_frames or _default_read_frames, record, cache=len(self.views) > 1
+    )
 
   def train_example(self, position: int, record_index: int) -> dict[str, Any] | None:
     """Sample number `position` of the global stream, for records[record_index]."""
@@ -285,14 +329,18 @@ class VideoProcessor:
     try:
       reader = self._frames(record)
       # One stream per (record, view name): independent of host and worker.
-      views = {name: v.eval(reader, reader.num_frames, self._rng(record_index, i))
-               for i, (name, v) in enumerate(self.views.items())}
+      views = {
+        name: v.eval(reader, reader.num_frames, self._rng(record_index, i))
+        for i, (name, v) in enumerate(self.views.items())
+      }
     except Exception as e:  # pylint: disable=broad-except
       return self._bad(record, e)
     counts = {name: x.shape[0] for name, x in views.items()}
     if len(set(counts.values())) != 1:
-      raise ValueError(f"eval views give different numbers of views per video {counts}; "
-                       "evaluate them in separate pipelines")
+      raise ValueError(
+        f"eval views give different numbers of views per video {counts}; "
+        "evaluate them in separate pipelines"
+      )
     n = next(iter(counts.values()))
     out = dict(views)
     for k, v in common.items():
@@ -304,8 +352,10 @@ class VideoProcessor:
 
 
 def _read_options(cfg: Mapping[str, Any]) -> grain.ReadOptions:
-  return grain.ReadOptions(num_threads=int(cfg.get("num_threads", 2)),
-                           prefetch_buffer_size=int(cfg.get("prefetch_buffer_size", 2)))
+  return grain.ReadOptions(
+    num_threads=int(cfg.get("num_threads", 2)),
+    prefetch_buffer_size=int(cfg.get("prefetch_buffer_size", 2)),
+  )
 
 
 def _maybe_workers(ds: grain.IterDataset, cfg: Mapping[str, Any]) -> grain.IterDataset:
@@ -315,17 +365,22 @@ def _maybe_workers(ds: grain.IterDataset, cfg: Mapping[str, Any]) -> grain.IterD
   if workers == 0:
     return ds
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   if not flags.FLAGS.is_parsed():
     # Grain's worker processes read absl flags; outside an absl app (pytest,
     # notebooks, argparse scripts) they would fail with UnparsedFlagAccessError.
     flags.FLAGS.mark_as_parsed()
-  return ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(
-      num_workers=workers, per_worker_buffer_size=int(cfg.get("worker_buffer_size", 2))))
+  return ds.mp_prefetch(
+    grain.multiprocessing.MultiprocessingOptions(
+      num_workers=workers, per_worker_buffer_size=int(cfg.get("worker_buffer_size", 2))
+    )
+  )
 
 
 def _process_info(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
@@ -335,16 +390,25 @@ def _process_info(process_index, process_count) -> tuple[int, int]:
 
 # ------------------------------------------------------------------- train ---
 
-def make_train_dataset(records: Sequence[Record], cfg: Any, *, global_batch_size: int,
-                       seed: int, process_index: int | None = None,
-                       process_count: int | None = None,
-                       read_frames: Callable[..., np.ndarray] | None = None) -> grain.IterDataset:
+
+def make_train_dataset(
+  records: Sequence[Record],
+  cfg: Any,
+  *,
+  global_batch_size: int,
+  seed: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  read_frames: Callable[..., np.ndarray] | None = None,
+) -> grain.IterDataset:
   """The per-host training IterDataset behind `make_train_iterator`."""
   pcfg = _parse_config(cfg)
   process_index, process_count = _process_info(process_index, process_count)
   if global_batch_size < 1 or global_batch_size % process_count:
-    raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
-                     f"process_count={process_count}")
+    raise ValueError(
+      f"global_batch_size={global_batch_size} must be a positive multiple of "
+      f"process_count={process_count}"
+    )
   if not 0 <= seed < 2**32:
     raise ValueError(f"seed must be in [0, 2**32), got {seed}")
   n = len(records)
@@ -360,9 +424,11 @@ def make_train_dataset(records: Sequence[Record], cfg: Any, *, global_batch_size
   ds = ds.repeat(None if num_epochs is None else int(num_epochs))
   if num_epochs is not None:
     # Whole global batches only, so every host runs the same number of steps.
-    ds = ds[:len(ds) // global_batch_size * global_batch_size]
+    ds = ds[: len(ds) // global_batch_size * global_batch_size]
     if len(ds) == 0:
-      raise ValueError(f"{n} records x {num_epochs} epochs < one global batch of {global_batch_size}")
+      raise ValueError(
+        f"{n} records x {num_epochs} epochs < one global batch of {global_batch_size}"
+      )
   # Index = position in the global stream; slicing afterwards keeps it.
   ds = ds.map_with_index(processor.train_example)
   ds = ds[process_index::process_count]
@@ -373,25 +439,41 @@ def make_train_dataset(records: Sequence[Record], cfg: Any, *, global_batch_size
   return _maybe_workers(it_ds, pcfg)
 
 
-def make_train_iterator(records: Sequence[Record], cfg: Any, *, global_batch_size: int,
-                        seed: int, process_index: int | None = None,
-                        process_count: int | None = None,
-                        read_frames: Callable[..., np.ndarray] | None = None) -> grain.DatasetIterator:
+def make_train_iterator(
+  records: Sequence[Record],
+  cfg: Any,
+  *,
+  global_batch_size: int,
+  seed: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  read_frames: Callable[..., np.ndarray] | None = None,
+) -> grain.DatasetIterator:
   """Iterator over this host's training batches (global_batch_size // hosts).
 
   process_index/process_count default to jax.process_index()/process_count();
   pass them explicitly to simulate several hosts. read_frames defaults to
   `internvqa_jax.data.decode.read_frames`.
   """
-  return iter(make_train_dataset(records, cfg, global_batch_size=global_batch_size, seed=seed,
-                                 process_index=process_index, process_count=process_count,
-                                 read_frames=read_frames))
+  return iter(
+    make_train_dataset(
+      records,
+      cfg,
+      global_batch_size=global_batch_size,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+      read_frames=read_frames,
+    )
+  )
 
 
 # -------------------------------------------------------------------- eval ---
 
-def host_video_slots(num_records: int, process_index: int,
-                     process_count: int) -> list[tuple[int, bool]]:
+
+def host_video_slots(
+  num_records: int, process_index: int, process_count: int
+) -> list[tuple[int, bool]]:
   """(record index, is_real) slots of one host; all hosts get the same count.
 
   Host h takes the contiguous block [h * k, (h + 1) * k) with
@@ -407,8 +489,9 @@ def host_video_slots(num_records: int, process_index: int,
 class EvalBatches:
   """Re-iterable padded eval batches of one host (see make_eval_batches)."""
 
-  def __init__(self, dataset: grain.IterDataset, num_slots: int, batch_size: int,
-               views_per_video: int):
+  def __init__(
+    self, dataset: grain.IterDataset, num_slots: int, batch_size: int, views_per_video: int
+  ):
     self._dataset = dataset
     self.num_slots = num_slots
     self.batch_size = batch_size
@@ -473,10 +556,16 @@ def _take(pending, n):
   return batch, rest, sum(len(v["mask"]) for v in rest)
 
 
-def make_eval_batches(records: Sequence[Record], cfg: Any, *, batch_size: int,
-                      process_index: int | None = None, process_count: int | None = None,
-                      seed: int = 0,
-                      read_frames: Callable[..., np.ndarray] | None = None) -> EvalBatches:
+def make_eval_batches(
+  records: Sequence[Record],
+  cfg: Any,
+  *,
+  batch_size: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  seed: int = 0,
+  read_frames: Callable[..., np.ndarray] | None = None,
+) -> EvalBatches:
   """This host's eval batches: every video once, in order, all views each.
 
   Every view of a video is its own example, tagged with `index` (record) and
@@ -496,16 +585,18 @@ def make_eval_batches(records: Sequence[Record], cfg: Any, *, batch_size: int,
   slots = host_video_slots(len(records), process_index, process_count)
   counts = {name: int(v.num_eval_views) for name, v in processor.views.items()}
   if len(set(counts.values())) > 1:
-    raise ValueError(f"eval views give different numbers of views per video {counts}; "
-                     "evaluate them in separate pipelines")
+    raise ValueError(
+      f"eval views give different numbers of views per video {counts}; "
+      "evaluate them in separate pipelines"
+    )
   ds = grain.MapDataset.source(slots).map(processor.eval_video)
   ds = _maybe_workers(ds.to_iter_dataset(_read_options(pcfg)), pcfg)
   return EvalBatches(ds, len(slots), batch_size, next(iter(counts.values())))
 
 
-def average_per_video(index: np.ndarray, scores: np.ndarray,
-                      mask: np.ndarray) -> dict[int, float]:
+def average_per_video(index: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> dict[int, float]:
   """Mean score over each video's views, ignoring padding (mask False): {record index: mean}."""
   from internvqa_jax import metrics  # pylint: disable=g-import-not-at-top
+
   ids, means = metrics.aggregate_by_video(np.asarray(index), scores, np.asarray(mask, bool))
   return dict(zip(ids.tolist(), means.tolist()))

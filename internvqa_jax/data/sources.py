@@ -15,51 +15,53 @@ are picklable and support len() and integer indexing, as Grain's MapDataset.sour
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from internvqa_jax.data import splits
-from internvqa_jax.data.builders import FULL_SPLIT
-from internvqa_jax.data.builders import bvi_hd
-from internvqa_jax.data.builders import synthetic_compressed
-from internvqa_jax.data.builders import waterloo_ivc_4k
+from internvqa_jax.data.builders import FULL_SPLIT, bvi_hd, synthetic_compressed, waterloo_ivc_4k
 
 DATASETS = {
-    'synthetic_compressed': synthetic_compressed.SyntheticCompressed,
-    'bvi_hd': bvi_hd.BviHd,
-    'waterloo_ivc_4k': waterloo_ivc_4k.WaterlooIvc4k,
+  "synthetic_compressed": synthetic_compressed.SyntheticCompressed,
+  "bvi_hd": bvi_hd.BviHd,
+  "waterloo_ivc_4k": waterloo_ivc_4k.WaterlooIvc4k,
 }
-BYTES_FIELDS = frozenset({'video_bytes'})  # kept as bytes; every other bytes value is Text
+BYTES_FIELDS = frozenset({"video_bytes"})  # kept as bytes; every other bytes value is Text
 
 
 def _parse_name(name: str) -> tuple[type, str | None]:
-  dataset, _, config = name.partition('/')
+  dataset, _, config = name.partition("/")
   if dataset not in DATASETS:
-    raise KeyError(f'Unknown dataset {dataset!r}; known: {sorted(DATASETS)}')
+    raise KeyError(f"Unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
   return DATASETS[dataset], config or None
 
 
-def build(name: str, data_dir: str, manual_dir: str | None = None,
-          **builder_kwargs: Any) -> tfds.core.DatasetBuilder:
+def build(
+  name: str, data_dir: str, manual_dir: str | None = None, **builder_kwargs: Any
+) -> tfds.core.DatasetBuilder:
   """Prepares `name` in ArrayRecord format under data_dir (nothing is downloaded). Returns the builder.
 
   builder_kwargs go to the builder's constructor, e.g. `config=BviHdConfig(name=..., sources=...)`.
   Already-built datasets are reused (TFDS semantics); delete the version directory to rebuild.
   """
   cls, config = _parse_name(name)
-  if config is not None and 'config' not in builder_kwargs:
-    builder_kwargs['config'] = config
-  instructions = getattr(cls, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)
-  if instructions:
-    if manual_dir is None or not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
-      raise FileNotFoundError(
-          f'{cls.name} needs manual_dir= pointing at the downloaded files; got {manual_dir!r} '
-          f'(missing or empty).\n{instructions}')
-  builder = cls(data_dir=data_dir, file_format='array_record', **builder_kwargs)
+  if config is not None and "config" not in builder_kwargs:
+    builder_kwargs["config"] = config
+  instructions = getattr(cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+  if instructions and (
+    manual_dir is None or not os.path.isdir(manual_dir) or not os.listdir(manual_dir)
+  ):
+    raise FileNotFoundError(
+      f"{cls.name} needs manual_dir= pointing at the downloaded files; got {manual_dir!r} "
+      f"(missing or empty).\n{instructions}"
+    )
+  builder = cls(data_dir=data_dir, file_format="array_record", **builder_kwargs)
   download_config = tfds.download.DownloadConfig(
-      manual_dir=os.path.abspath(manual_dir) if manual_dir else None)
+    manual_dir=os.path.abspath(manual_dir) if manual_dir else None
+  )
   builder.download_and_prepare(download_config=download_config)
   return builder
 
@@ -70,13 +72,18 @@ def dataset_dir(name: str, data_dir: str) -> str:
   config = config or cls.DEFAULT_CONFIG_NAME
   config_dir = os.path.join(data_dir, cls.name, config)
   built = sorted(
-      (v for v in (os.listdir(config_dir) if os.path.isdir(config_dir) else ())
-       if os.path.isfile(os.path.join(config_dir, v, 'dataset_info.json'))),
-      key=lambda v: tuple(int(x) for x in v.split('.')))
+    (
+      v
+      for v in (os.listdir(config_dir) if os.path.isdir(config_dir) else ())
+      if os.path.isfile(os.path.join(config_dir, v, "dataset_info.json"))
+    ),
+    key=lambda v: tuple(int(x) for x in v.split(".")),
+  )
   if not built:
     raise FileNotFoundError(
-        f'{name!r} is not built under {data_dir} (no {config_dir}/<version>/dataset_info.json); '
-        f'run internvqa_jax.data.sources.build({cls.name + ("/" + config if config else "")!r}, ...)')
+      f"{name!r} is not built under {data_dir} (no {config_dir}/<version>/dataset_info.json); "
+      f"run internvqa_jax.data.sources.build({cls.name + ('/' + config if config else '')!r}, ...)"
+    )
   wanted = str(cls.VERSION)
   return os.path.join(config_dir, wanted if wanted in built else built[-1])
 
@@ -84,19 +91,23 @@ def dataset_dir(name: str, data_dir: str) -> str:
 class RecordSource:
   """Random-access view of a built split; records are plain dicts. Optionally a subset of indices."""
 
-  def __init__(self, directory: str, split: str = FULL_SPLIT,
-               indices: Sequence[int] | None = None):
+  def __init__(self, directory: str, split: str = FULL_SPLIT, indices: Sequence[int] | None = None):
     self.directory = directory
     self.split = split
     builder = tfds.builder_from_directory(directory)
     self._source = builder.as_data_source(split)
     self._text_fields = frozenset(
-        k for k, f in builder.info.features.items() if isinstance(f, tfds.features.Text))
+      k for k, f in builder.info.features.items() if isinstance(f, tfds.features.Text)
+    )
     self._indices = None if indices is None else np.asarray(indices, np.int64)
-    if self._indices is not None and self._indices.size and (
-        self._indices.min() < 0 or self._indices.max() >= len(self._source)):
-      raise IndexError(f'indices out of range for {directory} split {split!r} '
-                       f'({len(self._source)} records)')
+    if (
+      self._indices is not None
+      and self._indices.size
+      and (self._indices.min() < 0 or self._indices.max() >= len(self._source))
+    ):
+      raise IndexError(
+        f"indices out of range for {directory} split {split!r} ({len(self._source)} records)"
+      )
 
   def __len__(self) -> int:
     return len(self._source) if self._indices is None else int(self._indices.size)
@@ -104,41 +115,41 @@ class RecordSource:
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     if not -len(self) <= index < len(self):
-      raise IndexError(f'record {index} out of range ({len(self)} records)')
+      raise IndexError(f"record {index} out of range ({len(self)} records)")
     index %= len(self)
     raw = self._source[index if self._indices is None else int(self._indices[index])]
     return {k: self._plain(k, v) for k, v in raw.items()}
 
   def _plain(self, key: str, value: Any) -> Any:
     if key in self._text_fields:
-      return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+      return value.decode("utf-8") if isinstance(value, bytes) else str(value)
     if key in BYTES_FIELDS:
       return bytes(value)
     if (isinstance(value, np.ndarray) and value.ndim == 0) or isinstance(value, np.generic):
       return value.item()
     return value
 
-  def subset(self, indices: Sequence[int]) -> 'RecordSource':
+  def subset(self, indices: Sequence[int]) -> RecordSource:
     base = np.arange(len(self)) if self._indices is None else self._indices
     return RecordSource(self.directory, self.split, base[np.asarray(indices, np.int64)])
 
   def sources(self) -> list[str]:
     """The `source` of every record, in order (reads each record once)."""
-    return [self[i]['source'] for i in range(len(self))]
+    return [self[i]["source"] for i in range(len(self))]
 
   def __repr__(self) -> str:
-    return f'RecordSource({self.directory!r}, split={self.split!r}, len={len(self)})'
+    return f"RecordSource({self.directory!r}, split={self.split!r}, len={len(self)})"
 
 
 def open_source(name: str, split: str = FULL_SPLIT, data_dir: str | None = None) -> RecordSource:
   """Opens a built dataset split (TFDS split syntax allowed, e.g. 'full[:10]')."""
   if data_dir is None:
-    raise ValueError('open_source needs data_dir (the directory given to build)')
+    raise ValueError("open_source needs data_dir (the directory given to build)")
   return RecordSource(dataset_dir(name, data_dir), split)
 
 
 def open_split(name: str, split_name: str, data_dir: str) -> tuple[RecordSource, RecordSource]:
   """(train, test) sources of a named content-disjoint split (see internvqa_jax.data.splits)."""
   full = open_source(name, FULL_SPLIT, data_dir)
-  train_idx, test_idx = splits.get_split(name.partition('/')[0], split_name, full.sources())
+  train_idx, test_idx = splits.get_split(name.partition("/")[0], split_name, full.sources())
   return full.subset(train_idx), full.subset(test_idx)

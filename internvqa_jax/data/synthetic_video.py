@@ -51,27 +51,29 @@ import numpy as np
 # pair (same scene as the left one), and drawings, synthetic patterns, binary and motion-blurred
 # images (chessboard, horse, logo, phantom, clock_motion, microaneurysms, cell).
 SOURCE_IMAGES = {
-    'astronaut': 'astronaut.png',
-    'chelsea': 'chelsea.png',
-    'coffee': 'coffee.png',
-    'hubble_deep_field': 'hubble_deep_field.jpg',
-    'ihc': 'ihc.png',
-    'motorcycle_left': 'motorcycle_left.png',
-    'retina': 'retina.jpg',
-    'rocket': 'rocket.jpg',
-    'brick': 'brick.png',
-    'camera': 'camera.png',
-    'coins': 'coins.png',
-    'grass': 'grass.png',
-    'gravel': 'gravel.png',
-    'moon': 'moon.png',
-    'page': 'page.png',
-    'text': 'text.png',
+  "astronaut": "astronaut.png",
+  "chelsea": "chelsea.png",
+  "coffee": "coffee.png",
+  "hubble_deep_field": "hubble_deep_field.jpg",
+  "ihc": "ihc.png",
+  "motorcycle_left": "motorcycle_left.png",
+  "retina": "retina.jpg",
+  "rocket": "rocket.jpg",
+  "brick": "brick.png",
+  "camera": "camera.png",
+  "coins": "coins.png",
+  "grass": "grass.png",
+  "gravel": "gravel.png",
+  "moon": "moon.png",
+  "page": "page.png",
+  "text": "text.png",
 }
-GREYSCALE_SOURCES = frozenset({'brick', 'camera', 'coins', 'grass', 'gravel', 'moon', 'page', 'text'})
+GREYSCALE_SOURCES = frozenset(
+  {"brick", "camera", "coins", "grass", "gravel", "moon", "page", "text"}
+)
 
 # Central fraction of the image kept before filming: retina has a wide black surround.
-_CENTRE_CROP = {'retina': 0.62}
+_CENTRE_CROP = {"retina": 0.62}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +84,20 @@ class EncoderSpec:
 
 
 ENCODERS = {
-    'libx264': EncoderSpec('h264', 'crf', (('preset', 'medium'), ('threads', '1'),
-                                          ('x264-params', 'threads=1:mbtree=0'))),
-    'libx265': EncoderSpec('hevc', 'crf', (
-        ('preset', 'medium'), ('x265-params', 'pools=none:frame-threads=1:log-level=error'))),
-    'libvpx-vp9': EncoderSpec('vp9', 'crf', (('b:v', '0'), ('deadline', 'good'), ('cpu-used', '4'),
-                                             ('threads', '1'), ('row-mt', '0'))),
-    'libsvtav1': EncoderSpec('av1', 'crf', (('preset', '8'), ('svtav1-params', 'lp=1'))),
+  "libx264": EncoderSpec(
+    "h264", "crf", (("preset", "medium"), ("threads", "1"), ("x264-params", "threads=1:mbtree=0"))
+  ),
+  "libx265": EncoderSpec(
+    "hevc",
+    "crf",
+    (("preset", "medium"), ("x265-params", "pools=none:frame-threads=1:log-level=error")),
+  ),
+  "libvpx-vp9": EncoderSpec(
+    "vp9",
+    "crf",
+    (("b:v", "0"), ("deadline", "good"), ("cpu-used", "4"), ("threads", "1"), ("row-mt", "0")),
+  ),
+  "libsvtav1": EncoderSpec("av1", "crf", (("preset", "8"), ("svtav1-params", "lp=1"))),
 }
 
 PSNR_CAP_DB = 60.0
@@ -102,34 +111,40 @@ def skimage_data_dir() -> str:
   try:
     import skimage.data  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError('The synthetic dataset needs scikit-image (its bundled sample photographs); '
-                      'install it with `pip install scikit-image`.') from e
+    raise ImportError(
+      "The synthetic dataset needs scikit-image (its bundled sample photographs); "
+      "install it with `pip install scikit-image`."
+    ) from e
   return os.path.dirname(skimage.data.__file__)
 
 
 def load_source_image(name: str) -> np.ndarray:
   """Returns the named bundled photograph as float64 RGB (H, W, 3) in [0, 255] (grey: R = G = B)."""
   if name not in SOURCE_IMAGES:
-    raise KeyError(f'Unknown synthetic source {name!r}; known: {sorted(SOURCE_IMAGES)}')
+    raise KeyError(f"Unknown synthetic source {name!r}; known: {sorted(SOURCE_IMAGES)}")
   path = os.path.join(skimage_data_dir(), SOURCE_IMAGES[name])
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f'Synthetic source {name!r} needs {path}, which is missing: this scikit-image install does '
-        'not ship its sample images (reinstall scikit-image from a wheel).')
+      f"Synthetic source {name!r} needs {path}, which is missing: this scikit-image install does "
+      "not ship its sample images (reinstall scikit-image from a wheel)."
+    )
   import skimage.io  # pylint: disable=g-import-not-at-top
+
   image = np.asarray(skimage.io.imread(path))
   if name in GREYSCALE_SOURCES:
     if image.ndim != 2 or image.dtype != np.uint8:
-      raise ValueError(f'{path}: expected an 8-bit greyscale image, got {image.dtype} {image.shape}')
+      raise ValueError(
+        f"{path}: expected an 8-bit greyscale image, got {image.dtype} {image.shape}"
+      )
     image = np.repeat(image[..., None], 3, axis=-1)
   elif image.ndim != 3 or image.shape[-1] < 3 or image.dtype != np.uint8:
-    raise ValueError(f'{path}: expected an 8-bit colour image, got {image.dtype} {image.shape}')
+    raise ValueError(f"{path}: expected an 8-bit colour image, got {image.dtype} {image.shape}")
   image = image[..., :3].astype(np.float64)
   keep = _CENTRE_CROP.get(name)
   if keep:
     h, w = image.shape[:2]
     dh, dw = int(h * (1 - keep) / 2), int(w * (1 - keep) / 2)
-    image = image[dh:h - dh, dw:w - dw]
+    image = image[dh : h - dh, dw : w - dw]
   return image
 
 
@@ -144,6 +159,7 @@ class CameraPath:
 
   The window height is `base_fraction * max_window_height / zoom`; zoom 1 is the widest view.
   """
+
   centre_start: tuple[float, float]
   centre_end: tuple[float, float]
   zoom_start: float
@@ -151,8 +167,9 @@ class CameraPath:
   base_fraction: float
 
 
-def random_camera_path(rng: np.random.Generator, image_hw: tuple[int, int],
-                       aspect: float) -> CameraPath:
+def random_camera_path(
+  rng: np.random.Generator, image_hw: tuple[int, int], aspect: float
+) -> CameraPath:
   """Draws a pan of 10-25% of the window size plus a zoom in or out by 1.15-1.4x."""
   hi, wi = image_hw
   base_fraction = float(rng.uniform(0.55, 0.75))
@@ -160,8 +177,10 @@ def random_camera_path(rng: np.random.Generator, image_hw: tuple[int, int],
   win_w = win_h * aspect
 
   def clamp(cy, cx):
-    return (float(np.clip(cy, win_h / 2 / hi, 1 - win_h / 2 / hi)),
-            float(np.clip(cx, win_w / 2 / wi, 1 - win_w / 2 / wi)))
+    return (
+      float(np.clip(cy, win_h / 2 / hi, 1 - win_h / 2 / hi)),
+      float(np.clip(cx, win_w / 2 / wi, 1 - win_w / 2 / wi)),
+    )
 
   start = clamp(rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7))
   angle = rng.uniform(0, 2 * np.pi)
@@ -179,11 +198,12 @@ def _bilinear_rows(image: np.ndarray, coords: np.ndarray) -> np.ndarray:
   return image[top] * (1 - frac) + image[top + 1] * frac
 
 
-def render_clip(image: np.ndarray, path: CameraPath, width: int, height: int,
-                num_frames: int) -> np.ndarray:
+def render_clip(
+  image: np.ndarray, path: CameraPath, width: int, height: int, num_frames: int
+) -> np.ndarray:
   """Films `image` along `path`; returns uint8 (T, height, width, 3)."""
   if width % 2 or height % 2:
-    raise ValueError(f'yuv420p needs even frame sizes, got {width}x{height}')
+    raise ValueError(f"yuv420p needs even frame sizes, got {width}x{height}")
   aspect = width / height
   hi, wi = image.shape[:2]
   win_h = path.base_fraction * min(hi, wi / aspect)
@@ -192,9 +212,14 @@ def render_clip(image: np.ndarray, path: CameraPath, width: int, height: int,
   shrink = min(1.0, height / win_h)
   if shrink < 1.0:
     import skimage.transform  # pylint: disable=g-import-not-at-top
+
     image = skimage.transform.resize(
-        image, (round(hi * shrink), round(wi * shrink)), order=1, anti_aliasing=True,
-        preserve_range=True)
+      image,
+      (round(hi * shrink), round(wi * shrink)),
+      order=1,
+      anti_aliasing=True,
+      preserve_range=True,
+    )
     shrink_y, shrink_x = image.shape[0] / hi, image.shape[1] / wi
   else:
     shrink_y = shrink_x = 1.0
@@ -218,24 +243,28 @@ def render_clip(image: np.ndarray, path: CameraPath, width: int, height: int,
 def to_yuv420p(frames: np.ndarray) -> list:
   """Converts RGB uint8 frames once with libswscale; the result is encoder input and reference."""
   import av  # pylint: disable=g-import-not-at-top
-  return [av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format='rgb24').reformat(
-      format='yuv420p') for f in frames]
+
+  return [
+    av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
+    for f in frames
+  ]
 
 
 def encode_clip(yuv_frames: list, encoder: str, level: int, fps: int) -> bytes:
   """Encodes yuv420p frames into an in-memory MP4 with one single-threaded encoder."""
   import av  # pylint: disable=g-import-not-at-top
+
   if encoder not in ENCODERS:
-    raise KeyError(f'Unknown encoder {encoder!r}; known: {sorted(ENCODERS)}')
+    raise KeyError(f"Unknown encoder {encoder!r}; known: {sorted(ENCODERS)}")
   spec = ENCODERS[encoder]
   # SVT-AV1 prints its whole configuration to stderr at info level for every clip.
-  os.environ.setdefault('SVT_LOG', '1')
+  os.environ.setdefault("SVT_LOG", "1")
   buffer = io.BytesIO()
-  with av.open(buffer, mode='w', format='mp4') as container:
+  with av.open(buffer, mode="w", format="mp4") as container:
     stream = container.add_stream(encoder, rate=fps)
     stream.width = yuv_frames[0].width
     stream.height = yuv_frames[0].height
-    stream.pix_fmt = 'yuv420p'
+    stream.pix_fmt = "yuv420p"
     stream.thread_count = 1
     stream.options = {**dict(spec.options), spec.quality_option: str(level)}
     for i, frame in enumerate(yuv_frames):
@@ -249,16 +278,17 @@ def encode_clip(yuv_frames: list, encoder: str, level: int, fps: int) -> bytes:
 
 def _plane_psnr(a: np.ndarray, b: np.ndarray) -> float:
   mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-  return min(PSNR_CAP_DB, 10 * np.log10(255.0 ** 2 / mse)) if mse > 0 else PSNR_CAP_DB
+  return min(PSNR_CAP_DB, 10 * np.log10(255.0**2 / mse)) if mse > 0 else PSNR_CAP_DB
 
 
 def decode_yuv420p(encoded: bytes, num_frames: int) -> list[np.ndarray]:
   """Decodes an encoded clip to yuv420p planes, one (H * 3 / 2, W) uint8 array per frame."""
   import av  # pylint: disable=g-import-not-at-top
+
   with av.open(io.BytesIO(encoded)) as container:
-    decoded = [f.to_ndarray(format='yuv420p') for f in container.decode(video=0)]
+    decoded = [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
   if len(decoded) != num_frames:
-    raise ValueError(f'decoded {len(decoded)} frames, encoded {num_frames}')
+    raise ValueError(f"decoded {len(decoded)} frames, encoded {num_frames}")
   return decoded
 
 
@@ -280,6 +310,7 @@ def yuv_psnr(decoded: list[np.ndarray], reference: list) -> float:
 def detail_snr(decoded: list[np.ndarray], reference: list) -> float:
   """Mean over frames of the luma detail-to-error ratio (dB) against the reference (module doc)."""
   import scipy.ndimage  # pylint: disable=g-import-not-at-top
+
   scores = []
   for dec, ref in zip(decoded, reference, strict=True):
     ref = ref.to_ndarray()

@@ -27,7 +27,7 @@ often the better choice; 224 reproduces the InternVideo2/InternVQA recipe.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,9 +40,15 @@ FrameReader = Callable[[np.ndarray], np.ndarray]
 
 # ---------------------------------------------------------------- sampling ---
 
-def segment_indices(num_video_frames: int, num_segments: int,
-                    rng: np.random.Generator | None = None, *,
-                    clip_index: int = 0, num_clips: int = 1) -> np.ndarray:
+
+def segment_indices(
+  num_video_frames: int,
+  num_segments: int,
+  rng: np.random.Generator | None = None,
+  *,
+  clip_index: int = 0,
+  num_clips: int = 1,
+) -> np.ndarray:
   """Frame indices of one clip, InternVideo2 `_get_seq_frames` semantics.
 
   seg = (num_video_frames - 1) / num_segments. With `rng` (training) segment i
@@ -69,6 +75,7 @@ def segment_indices(num_video_frames: int, num_segments: int,
 
 # ------------------------------------------------------------------ resize ---
 
+
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
   """(new_h, new_w) with the short side == size; the long side truncates."""
   if width < height:
@@ -88,21 +95,22 @@ def _linear_taps(in_size: int, out_size: int, start: int, length: int):
   return i0, i1, w1
 
 
-def bilinear_resize(frames: np.ndarray, out_hw: tuple[int, int], *,
-                    box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def bilinear_resize(
+  frames: np.ndarray, out_hw: tuple[int, int], *, box: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
   """Bilinear resize of (N, H, W, C) frames to out_hw, returned as float32.
 
   box = (top, left, height, width) computes only that window of the resized
   image (crop after resize without materialising the full resized frame).
   Pixel values keep their range ([0, 255] for uint8 input).
   """
-  n, h, w, c = frames.shape
+  _n, h, w, _c = frames.shape
   oh, ow = out_hw
   top, left, bh, bw = box if box is not None else (0, 0, oh, ow)
   if top < 0 or left < 0 or top + bh > oh or left + bw > ow:
     raise ValueError(f"box {box} outside the resized frame {out_hw}")
   if (oh, ow) == (h, w):
-    return frames[:, top:top + bh, left:left + bw].astype(np.float32)
+    return frames[:, top : top + bh, left : left + bw].astype(np.float32)
   y0, y1, wy = _linear_taps(h, oh, top, bh)
   x0, x1, wx = _linear_taps(w, ow, left, bw)
   # Rows first on the (smaller) selection of source rows, then columns.
@@ -114,8 +122,9 @@ def bilinear_resize(frames: np.ndarray, out_hw: tuple[int, int], *,
   return a + (b - a) * wx[None, None, :, None]
 
 
-def normalize(frames: np.ndarray, mean: np.ndarray = IMAGENET_MEAN,
-              std: np.ndarray = IMAGENET_STD) -> np.ndarray:
+def normalize(
+  frames: np.ndarray, mean: np.ndarray = IMAGENET_MEAN, std: np.ndarray = IMAGENET_STD
+) -> np.ndarray:
   """[0, 255] values -> (x / 255 - mean) / std, float32."""
   x = np.asarray(frames, np.float32) * np.float32(1.0 / 255.0)
   return (x - mean) / std
@@ -123,8 +132,10 @@ def normalize(frames: np.ndarray, mean: np.ndarray = IMAGENET_MEAN,
 
 # ------------------------------------------------------------------- crops ---
 
-def _resized_hw(height: int, width: int, resize_short: int | None,
-                crop_size: int) -> tuple[int, int]:
+
+def _resized_hw(
+  height: int, width: int, resize_short: int | None, crop_size: int
+) -> tuple[int, int]:
   """Frame size after the short-side rule; native if resize_short is None.
 
   With resize_short=None a frame whose short side is below crop_size is
@@ -141,16 +152,18 @@ def _resized_hw(height: int, width: int, resize_short: int | None,
   return short_side_size(height, width, resize_short)
 
 
-def random_crop_box(height: int, width: int, crop_size: int,
-                    rng: np.random.Generator) -> tuple[int, int]:
+def random_crop_box(
+  height: int, width: int, crop_size: int, rng: np.random.Generator
+) -> tuple[int, int]:
   """Uniform (top, left) of a crop_size square inside height x width."""
   top = int(rng.integers(0, height - crop_size + 1))
   left = int(rng.integers(0, width - crop_size + 1))
   return top, left
 
 
-def test_crop_boxes(height: int, width: int, crop_size: int,
-                    num_crops: int) -> list[tuple[int, int]]:
+def test_crop_boxes(
+  height: int, width: int, crop_size: int, num_crops: int
+) -> list[tuple[int, int]]:
   """(top, left) of num_crops squares spread along the long side.
 
   Crop j starts at int(j * (long - crop) / (num_crops - 1)) along the long
@@ -174,6 +187,7 @@ def test_crop_boxes(height: int, width: int, crop_size: int,
 
 # ------------------------------------------------------------------ recipe ---
 
+
 @dataclasses.dataclass(frozen=True)
 class InternVideo2Recipe:
   """InternVideo2-style clip sampling and augmentation (see module doc).
@@ -186,6 +200,7 @@ class InternVideo2Recipe:
     test_clips: S temporal clips per video in evaluation.
     test_crops: C spatial crops per clip in evaluation.
   """
+
   num_frames: int = 8
   crop_size: int = 224
   resize_short: int | None = 224
@@ -198,14 +213,17 @@ class InternVideo2Recipe:
       if int(getattr(self, name)) < 1:
         raise ValueError(f"InternVideo2Recipe.{name} must be >= 1, got {getattr(self, name)}")
     if self.resize_short is not None and self.resize_short < self.crop_size:
-      raise ValueError(f"resize_short={self.resize_short} is smaller than crop_size={self.crop_size}")
+      raise ValueError(
+        f"resize_short={self.resize_short} is smaller than crop_size={self.crop_size}"
+      )
 
   @property
   def num_eval_views(self) -> int:
     return self.test_clips * self.test_crops
 
-  def train(self, read_frames: FrameReader, num_video_frames: int,
-            rng: np.random.Generator) -> np.ndarray:
+  def train(
+    self, read_frames: FrameReader, num_video_frames: int, rng: np.random.Generator
+  ) -> np.ndarray:
     """One augmented clip, float32 (T, crop, crop, 3), normalized."""
     idx = segment_indices(num_video_frames, self.num_frames, rng)
     frames = _check_frames(read_frames(idx), len(idx))
@@ -217,8 +235,9 @@ class InternVideo2Recipe:
       clip = clip[:, :, ::-1]
     return np.ascontiguousarray(normalize(clip))
 
-  def eval(self, read_frames: FrameReader, num_video_frames: int,
-           rng: np.random.Generator | None = None) -> np.ndarray:
+  def eval(
+    self, read_frames: FrameReader, num_video_frames: int, rng: np.random.Generator | None = None
+  ) -> np.ndarray:
     """All test views, float32 (S*C, T, crop, crop, 3); view = clip*C + crop."""
     del rng  # The test protocol is deterministic.
     c = self.crop_size
@@ -226,21 +245,23 @@ class InternVideo2Recipe:
     # Clip by clip, cropping before the float conversion: peak memory stays at
     # one clip of decoded frames even for 4K video at native resolution.
     for k in range(self.test_clips):
-      idx = segment_indices(num_video_frames, self.num_frames, clip_index=k,
-                            num_clips=self.test_clips)
+      idx = segment_indices(
+        num_video_frames, self.num_frames, clip_index=k, num_clips=self.test_clips
+      )
       frames = _check_frames(read_frames(idx), len(idx))
       h, w = frames.shape[1:3]
       oh, ow = _resized_hw(h, w, self.resize_short, c)
       if (oh, ow) != (h, w):  # One resize per clip, shared by its crops.
         frames = bilinear_resize(frames, (oh, ow))
       for top, left in test_crop_boxes(oh, ow, c, self.test_crops):
-        views.append(normalize(frames[:, top:top + c, left:left + c]))
+        views.append(normalize(frames[:, top : top + c, left : left + c]))
     return np.stack(views)
 
 
 def _check_frames(frames: np.ndarray, n: int) -> np.ndarray:
   frames = np.asarray(frames)
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != n or frames.shape[-1] != 3:
-    raise ValueError(f"read_frames must return uint8 ({n}, H, W, 3), got {frames.dtype} {frames.shape}")
+    raise ValueError(
+      f"read_frames must return uint8 ({n}, H, W, 3), got {frames.dtype} {frames.shape}"
+    )
   return frames
-

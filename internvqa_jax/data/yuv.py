@@ -25,10 +25,10 @@ import numpy as np
 
 from internvqa_jax.data.decode import VideoDecodeError, VideoInfo, _check_indices
 
-_SIZE = re.compile(r'^(\d+)x(\d+)$')
-_FPS = re.compile(r'^(\d+(?:\.\d+)?)fps$', re.IGNORECASE)
-_BITS = re.compile(r'^(\d+)bits?$', re.IGNORECASE)
-_CHROMA = re.compile(r'^(420|422|444)p?$')
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_FPS = re.compile(r"^(\d+(?:\.\d+)?)fps$", re.IGNORECASE)
+_BITS = re.compile(r"^(\d+)bits?$", re.IGNORECASE)
+_CHROMA = re.compile(r"^(420|422|444)p?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,7 @@ class YuvGeometry:
 
   @property
   def dtype(self) -> np.dtype:
-    return np.dtype(np.uint8) if self.bit_depth == 8 else np.dtype('<u2')
+    return np.dtype(np.uint8) if self.bit_depth == 8 else np.dtype("<u2")
 
   @property
   def frame_samples(self) -> int:
@@ -53,49 +53,48 @@ class YuvGeometry:
 
   @property
   def pix_fmt(self) -> str:
-    return 'yuv420p' if self.bit_depth == 8 else f'yuv420p{self.bit_depth}le'
+    return "yuv420p" if self.bit_depth == 8 else f"yuv420p{self.bit_depth}le"
 
 
 def parse_yuv_name(path) -> dict:
   """Fields found in a raw YUV file name: width, height, fps, bit_depth."""
   stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
   found: dict = {}
-  for token in stem.split('_'):
+  for token in stem.split("_"):
     if m := _SIZE.match(token):
-      found['width'], found['height'] = int(m[1]), int(m[2])
+      found["width"], found["height"] = int(m[1]), int(m[2])
     elif m := _FPS.match(token):
-      found['fps'] = float(m[1])
+      found["fps"] = float(m[1])
     elif m := _BITS.match(token):
-      found['bit_depth'] = int(m[1])
+      found["bit_depth"] = int(m[1])
     elif m := _CHROMA.match(token):
-      found['chroma'] = m[1]
+      found["chroma"] = m[1]
   return found
 
 
-def yuv_geometry(path, *, width=None, height=None, bit_depth=None,
-                 fps=None) -> YuvGeometry:
+def yuv_geometry(path, *, width=None, height=None, bit_depth=None, fps=None) -> YuvGeometry:
   """Geometry from the name, overridden by keyword arguments; validated."""
   name = os.fspath(path)
   parsed = parse_yuv_name(name)
-  if parsed.get('chroma', '420') != '420':
-    raise VideoDecodeError(f'{name}: chroma format {parsed["chroma"]} is not '
-                           'supported (planar 4:2:0 only)')
-  width = width if width is not None else parsed.get('width')
-  height = height if height is not None else parsed.get('height')
+  if parsed.get("chroma", "420") != "420":
+    raise VideoDecodeError(
+      f"{name}: chroma format {parsed['chroma']} is not supported (planar 4:2:0 only)"
+    )
+  width = width if width is not None else parsed.get("width")
+  height = height if height is not None else parsed.get("height")
   if width is None or height is None:
-    raise VideoDecodeError(f'{name}: frame size unknown: the name has no '
-                           '<W>x<H> field and width/height were not given')
-  defaulted = bit_depth is None and 'bit_depth' not in parsed
-  bit_depth = bit_depth if bit_depth is not None else parsed.get('bit_depth', 8)
-  fps = fps if fps is not None else parsed.get('fps')
+    raise VideoDecodeError(
+      f"{name}: frame size unknown: the name has no <W>x<H> field and width/height were not given"
+    )
+  defaulted = bit_depth is None and "bit_depth" not in parsed
+  bit_depth = bit_depth if bit_depth is not None else parsed.get("bit_depth", 8)
+  fps = fps if fps is not None else parsed.get("fps")
   width, height, bit_depth = int(width), int(height), int(bit_depth)
   if width <= 0 or height <= 0 or width % 2 or height % 2:
-    raise VideoDecodeError(f'{name}: 4:2:0 needs an even positive frame size, '
-                           f'got {width}x{height}')
+    raise VideoDecodeError(f"{name}: 4:2:0 needs an even positive frame size, got {width}x{height}")
   if not 8 <= bit_depth <= 16:
-    raise VideoDecodeError(f'{name}: bit depth {bit_depth} not in [8, 16]')
-  return YuvGeometry(width, height, bit_depth, float(fps) if fps else None,
-                     defaulted)
+    raise VideoDecodeError(f"{name}: bit depth {bit_depth} not in [8, 16]")
+  return YuvGeometry(width, height, bit_depth, float(fps) if fps else None, defaulted)
 
 
 def _memmap(path, geo: YuvGeometry) -> np.ndarray:
@@ -104,26 +103,32 @@ def _memmap(path, geo: YuvGeometry) -> np.ndarray:
   size = os.path.getsize(name)
   if size == 0 or size % geo.frame_bytes:
     raise VideoDecodeError(
-        f'{name}: size {size} bytes is not a whole number of '
-        f'{geo.width}x{geo.height} {geo.bit_depth}-bit 4:2:0 frames '
-        f'({geo.frame_bytes} bytes each); wrong geometry or truncated file')
-  data = np.memmap(name, dtype=geo.dtype, mode='r')
+      f"{name}: size {size} bytes is not a whole number of "
+      f"{geo.width}x{geo.height} {geo.bit_depth}-bit 4:2:0 frames "
+      f"({geo.frame_bytes} bytes each); wrong geometry or truncated file"
+    )
+  data = np.memmap(name, dtype=geo.dtype, mode="r")
   return data.reshape(size // geo.frame_bytes, geo.frame_samples)
 
 
-def probe_yuv(path, *, width=None, height=None, bit_depth=None,
-              fps=None) -> VideoInfo:
-  geo = yuv_geometry(path, width=width, height=height, bit_depth=bit_depth,
-                     fps=fps)
+def probe_yuv(path, *, width=None, height=None, bit_depth=None, fps=None) -> VideoInfo:
+  geo = yuv_geometry(path, width=width, height=height, bit_depth=bit_depth, fps=fps)
   n = _memmap(path, geo).shape[0]
-  return VideoInfo(num_frames=n, fps=geo.fps, width=geo.width,
-                   height=geo.height, codec='rawvideo', bit_depth=geo.bit_depth,
-                   pix_fmt=geo.pix_fmt,
-                   duration=n / geo.fps if geo.fps else None)
+  return VideoInfo(
+    num_frames=n,
+    fps=geo.fps,
+    width=geo.width,
+    height=geo.height,
+    codec="rawvideo",
+    bit_depth=geo.bit_depth,
+    pix_fmt=geo.pix_fmt,
+    duration=n / geo.fps if geo.fps else None,
+  )
 
 
-def read_yuv_planes(path, indices: Sequence[int] | np.ndarray, **geometry
-                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def read_yuv_planes(
+  path, indices: Sequence[int] | np.ndarray, **geometry
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """(Y, Cb, Cr) sample planes of the requested frames (no conversion)."""
   geo = yuv_geometry(path, **geometry)
   frames = _memmap(path, geo)
@@ -133,21 +138,26 @@ def read_yuv_planes(path, indices: Sequence[int] | np.ndarray, **geometry
   out = []
   for i in idx.tolist():
     f = np.asarray(frames[i])
-    out.append((f[:ny].reshape(h, w), f[ny:ny + nc].reshape(h // 2, w // 2),
-                f[ny + nc:].reshape(h // 2, w // 2)))
+    out.append(
+      (
+        f[:ny].reshape(h, w),
+        f[ny : ny + nc].reshape(h // 2, w // 2),
+        f[ny + nc :].reshape(h // 2, w // 2),
+      )
+    )
   return out
 
 
-def read_yuv_frames(path, indices: Sequence[int] | np.ndarray, *, width=None,
-                    height=None, bit_depth=None, fps=None) -> np.ndarray:
+def read_yuv_frames(
+  path, indices: Sequence[int] | np.ndarray, *, width=None, height=None, bit_depth=None, fps=None
+) -> np.ndarray:
   """uint8 RGB (N, H, W, 3); BT.709 if height >= 720 else BT.601, limited."""
   import av
 
   from internvqa_jax.data import colour
 
   name = os.fspath(path)
-  geo = yuv_geometry(path, width=width, height=height, bit_depth=bit_depth,
-                     fps=fps)
+  geo = yuv_geometry(path, width=width, height=height, bit_depth=bit_depth, fps=fps)
   frames = _memmap(path, geo)
   idx = _check_indices(indices, frames.shape[0], path)
   if geo.bit_depth_from_default and frames.shape[0] % 2 == 0 and idx.size:
@@ -162,12 +172,13 @@ def read_yuv_frames(path, indices: Sequence[int] | np.ndarray, *, width=None,
       continue
     samples = np.asarray(frames[i]).reshape(h * 3 // 2, w)
     if geo.bit_depth > 8 and samples.max() >= (1 << geo.bit_depth):
-      raise VideoDecodeError(f'{name}: frame {i} has sample values above '
-                             f'{geo.bit_depth}-bit range; wrong bit depth?')
+      raise VideoDecodeError(
+        f"{name}: frame {i} has sample values above {geo.bit_depth}-bit range; wrong bit depth?"
+      )
     if geo.bit_depth == 8:
-      frame = av.VideoFrame.from_ndarray(samples, format='yuv420p')
+      frame = av.VideoFrame.from_ndarray(samples, format="yuv420p")
     elif geo.bit_depth == 10:
-      frame = av.VideoFrame.from_ndarray(samples, format='yuv420p10le')
+      frame = av.VideoFrame.from_ndarray(samples, format="yuv420p10le")
     else:
       frame = _frame_from_planes(samples, geo)
     out[n] = colour.frame_to_rgb(frame, matrix=matrix, full_range=False)
@@ -178,16 +189,20 @@ def read_yuv_frames(path, indices: Sequence[int] | np.ndarray, *, width=None,
 def _frame_from_planes(samples: np.ndarray, geo: YuvGeometry):
   """av.VideoFrame for bit depths PyAV's from_ndarray lacks (e.g. 12)."""
   import av
+
   frame = av.VideoFrame(geo.width, geo.height, geo.pix_fmt)
   w, h = geo.width, geo.height
   flat = samples.reshape(-1)
   ny, nc = w * h, (w // 2) * (h // 2)
-  planes = (flat[:ny].reshape(h, w), flat[ny:ny + nc].reshape(h // 2, w // 2),
-            flat[ny + nc:].reshape(h // 2, w // 2))
+  planes = (
+    flat[:ny].reshape(h, w),
+    flat[ny : ny + nc].reshape(h // 2, w // 2),
+    flat[ny + nc :].reshape(h // 2, w // 2),
+  )
   for plane, data in zip(frame.planes, planes):
     stride = plane.line_size // 2
-    buf = np.zeros((plane.height, stride), '<u2')
-    buf[:, :plane.width] = data
+    buf = np.zeros((plane.height, stride), "<u2")
+    buf[:, : plane.width] = data
     plane.update(buf.tobytes())
   return frame
 
@@ -201,5 +216,6 @@ def _reject_hidden_16bit(frames: np.ndarray, name: str) -> None:
   luma = np.asarray(frames[0][: frames.shape[1] * 2 // 3])
   if luma[1::2].max() <= 3 < luma[0::2].max():
     raise VideoDecodeError(
-        f'{name}: looks like 16-bit little-endian samples (every high byte '
-        '<= 3) read as 8-bit; put e.g. "_10bit" in the name or pass bit_depth')
+      f"{name}: looks like 16-bit little-endian samples (every high byte "
+      '<= 3) read as 8-bit; put e.g. "_10bit" in the name or pass bit_depth'
+    )

@@ -16,8 +16,8 @@ from typing import Any
 
 # family name -> (module path, class name)
 _FAMILIES = {
-    "internvideo2": ("internvqa_jax.models.internvideo2", "InternVideo2"),
-    "fastvqa": ("internvqa_jax.models.fastvqa", "FastVQA"),
+  "internvideo2": ("internvqa_jax.models.internvideo2", "InternVideo2"),
+  "fastvqa": ("internvqa_jax.models.fastvqa", "FastVQA"),
 }
 
 

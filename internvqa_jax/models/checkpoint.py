@@ -16,7 +16,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -26,8 +27,13 @@ META_FILE = "meta.json"
 PARAMS_DIR = "params"
 
 
-def save_params(dst: str | os.PathLike, params: Mapping[str, Any],
-                meta: Mapping[str, Any], *, overwrite: bool = False) -> str:
+def save_params(
+  dst: str | os.PathLike,
+  params: Mapping[str, Any],
+  meta: Mapping[str, Any],
+  *,
+  overwrite: bool = False,
+) -> str:
   """Writes `params` and `meta` to `dst` atomically.
 
   Everything goes to a temporary sibling directory first and is renamed into
@@ -46,8 +52,11 @@ def save_params(dst: str | os.PathLike, params: Mapping[str, Any],
   primary = jax.process_index() == 0
   multi = jax.process_count() > 1
   # Multi-host saves are collective, so every process must agree on the path.
-  tmp = (f"{dst}.partial" if multi else
-         tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent))
+  tmp = (
+    f"{dst}.partial"
+    if multi
+    else tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
+  )
   if multi:
     if primary:
       shutil.rmtree(tmp, ignore_errors=True)
@@ -77,6 +86,7 @@ def save_params(dst: str | os.PathLike, params: Mapping[str, Any],
 
 def _sync(name: str) -> None:
   from jax.experimental import multihost_utils
+
   multihost_utils.sync_global_devices(name)
 
 
@@ -84,14 +94,16 @@ def read_meta(src: str | os.PathLike) -> dict[str, Any]:
   path = os.path.join(os.fspath(src), META_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f"{src} is not a converted model directory: {META_FILE} is missing "
-        "(expected WORKDIR/export/<role> of a training run, or a PyTorch checkpoint "
-        "converted with `python -m converters.internvideo2` or `python -m converters.fastvqa`)")
+      f"{src} is not a converted model directory: {META_FILE} is missing "
+      "(expected WORKDIR/export/<role> of a training run, or a PyTorch checkpoint "
+      "converted with `python -m converters.internvideo2` or `python -m converters.fastvqa`)"
+    )
   with open(path) as f:
     meta = json.load(f)
   if meta.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, "
-                     f"this code reads {FORMAT_VERSION}")
+    raise ValueError(
+      f"{path}: format_version {meta.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+    )
   return meta
 
 

@@ -26,7 +26,8 @@ mean = (123.675, 116.28, 103.53) and std = (58.395, 57.12, 57.375) (`normalize`)
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -44,29 +45,41 @@ STD = (58.395, 57.12, 57.375)
 # architecture too (different weights). FAST-VQA-M runs with fixed (4,4,4)
 # windows: its released weights predate adaptive windows, and with them the
 # current upstream default would shrink its windows to (2,2,2).
-_B = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=(8, 7, 7),
-          frag_biases=(True, True, True, False), adaptive_window=True)
+_B = dict(
+  embed_dim=96,
+  depths=(2, 2, 6, 2),
+  num_heads=(3, 6, 12, 24),
+  window_size=(8, 7, 7),
+  frag_biases=(True, True, True, False),
+  adaptive_window=True,
+)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "fast_vqa_b": dict(_B),
-    "faster_vqa": dict(_B),
-    "faster_vqa_mt": dict(_B),
-    "faster_vqa_ms": dict(_B),
-    "fast_vqa_m": dict(_B, window_size=(4, 4, 4), frag_biases=(False,) * 4,
-                       adaptive_window=False),
-    # Small model for tests: shifted windows, padding and fragment bias, in milliseconds.
-    "tiny": dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
-                 window_size=(2, 3, 3), frag_biases=(True, True, True, False),
-                 adaptive_window=True, base_x_size=(8, 48, 48), head_hidden=8),
+  "fast_vqa_b": dict(_B),
+  "faster_vqa": dict(_B),
+  "faster_vqa_mt": dict(_B),
+  "faster_vqa_ms": dict(_B),
+  "fast_vqa_m": dict(_B, window_size=(4, 4, 4), frag_biases=(False,) * 4, adaptive_window=False),
+  # Small model for tests: shifted windows, padding and fragment bias, in milliseconds.
+  "tiny": dict(
+    embed_dim=16,
+    depths=(2, 2, 2, 2),
+    num_heads=(1, 2, 2, 4),
+    window_size=(2, 3, 3),
+    frag_biases=(True, True, True, False),
+    adaptive_window=True,
+    base_x_size=(8, 48, 48),
+    head_hidden=8,
+  ),
 }
 
 # Nominal clip (T, H, W) per variant (how the clip is sampled is data-side).
 INPUT_SIZES: dict[str, tuple[int, int, int]] = {
-    "fast_vqa_b": (32, 224, 224),  # 4 clips per video at test time.
-    "faster_vqa": (32, 224, 224),  # 1 clip of 8 temporal fragments x 4 frames.
-    "faster_vqa_mt": (16, 224, 224),
-    "faster_vqa_ms": (32, 160, 160),
-    "fast_vqa_m": (16, 128, 128),  # 4 clips per video at test time.
-    "tiny": (8, 48, 48),
+  "fast_vqa_b": (32, 224, 224),  # 4 clips per video at test time.
+  "faster_vqa": (32, 224, 224),  # 1 clip of 8 temporal fragments x 4 frames.
+  "faster_vqa_mt": (16, 224, 224),
+  "faster_vqa_ms": (32, 160, 160),
+  "fast_vqa_m": (16, 128, 128),  # 4 clips per video at test time.
+  "tiny": (8, 48, 48),
 }
 
 _TUPLE_FIELDS = ("depths", "num_heads", "window_size", "frag_biases", "base_x_size", "patch_size")
@@ -77,6 +90,7 @@ class VQAHead(nn.Module):
 
   The original uses 1x1x1 Conv3d layers; here they are Dense layers on tokens.
   """
+
   hidden: int = 64
   dropout: float = 0.5
   dtype: Any = jnp.float32
@@ -85,19 +99,30 @@ class VQAHead(nn.Module):
   def __call__(self, x, train: bool = False):
     fan_in = x.shape[-1]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=swin3d.torch_conv_init,
-                 bias_init=swin3d.torch_conv_bias_init(fan_in), name="fc_hid")(x)
+    x = nn.Dense(
+      self.hidden,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      kernel_init=swin3d.torch_conv_init,
+      bias_init=swin3d.torch_conv_bias_init(fan_in),
+      name="fc_hid",
+    )(x)
     x = swin3d.gelu(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = nn.Dense(1, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=swin3d.torch_conv_init,
-                 bias_init=swin3d.torch_conv_bias_init(self.hidden), name="fc_last")(x)
+    x = nn.Dense(
+      1,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      kernel_init=swin3d.torch_conv_init,
+      bias_init=swin3d.torch_conv_bias_init(self.hidden),
+      name="fc_last",
+    )(x)
     return x[..., 0]
 
 
 class FastVQA(nn.Module):
   """FAST-VQA / FasterVQA quality model. Attributes are JSON-serialisable."""
+
   FAMILY: ClassVar[str] = "fastvqa"
 
   embed_dim: int = 96
@@ -116,7 +141,7 @@ class FastVQA(nn.Module):
   remat: bool = False
 
   @classmethod
-  def from_kwargs(cls, **kw) -> "FastVQA":
+  def from_kwargs(cls, **kw) -> FastVQA:
     """Builds from stored (JSON) kwargs: lists become tuples, unknown keys are errors."""
     names = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
     unknown = sorted(set(kw) - names)
@@ -144,18 +169,26 @@ class FastVQA(nn.Module):
   def __call__(self, video, *, train: bool = False):
     dtype = jnp.dtype(self.dtype)
     feats = swin3d.SwinTransformer3D(
-        embed_dim=self.embed_dim, depths=tuple(self.depths), num_heads=tuple(self.num_heads),
-        window_size=tuple(self.window_size), frag_biases=tuple(self.frag_biases),
-        adaptive_window=self.adaptive_window, base_x_size=tuple(self.base_x_size),
-        patch_size=tuple(self.patch_size), mlp_ratio=self.mlp_ratio,
-        drop_path_rate=self.drop_path_rate, dtype=dtype, remat=self.remat,
-        name="fragments_backbone")(video, train)
+      embed_dim=self.embed_dim,
+      depths=tuple(self.depths),
+      num_heads=tuple(self.num_heads),
+      window_size=tuple(self.window_size),
+      frag_biases=tuple(self.frag_biases),
+      adaptive_window=self.adaptive_window,
+      base_x_size=tuple(self.base_x_size),
+      patch_size=tuple(self.patch_size),
+      mlp_ratio=self.mlp_ratio,
+      drop_path_rate=self.drop_path_rate,
+      dtype=dtype,
+      remat=self.remat,
+      name="fragments_backbone",
+    )(video, train)
     qmap = VQAHead(self.head_hidden, self.head_dropout, dtype=dtype, name="vqa_head")(feats, train)
     qmap = qmap.astype(jnp.float32)
     return {
-        "score": qmap.mean(axis=(1, 2, 3)),
-        "map": qmap,
-        "feature": feats.astype(jnp.float32).mean(axis=(1, 2, 3)),
+      "score": qmap.mean(axis=(1, 2, 3)),
+      "map": qmap,
+      "feature": feats.astype(jnp.float32).mean(axis=(1, 2, 3)),
     }
 
 
@@ -198,8 +231,10 @@ def init_params(model: FastVQA, rng: jax.Array) -> dict:
 def abstract_params(model: FastVQA) -> dict:
   """Parameter ShapeDtypeStructs, without computing anything."""
   small = model.clone(adaptive_window=False)
-  return jax.eval_shape(lambda r: small.init({"params": r}, jnp.zeros(
-      _init_input(model).shape, jnp.float32))["params"], jax.random.key(0))
+  return jax.eval_shape(
+    lambda r: small.init({"params": r}, jnp.zeros(_init_input(model).shape, jnp.float32))["params"],
+    jax.random.key(0),
+  )
 
 
 def count_params(module: FastVQA, input_shape: Sequence[int] | None = None) -> int:
@@ -207,6 +242,8 @@ def count_params(module: FastVQA, input_shape: Sequence[int] | None = None) -> i
   if input_shape is None:
     tree = abstract_params(module)
   else:
-    tree = jax.eval_shape(lambda r: module.init({"params": r}, jnp.zeros(
-        tuple(input_shape), jnp.float32))["params"], jax.random.key(0))
+    tree = jax.eval_shape(
+      lambda r: module.init({"params": r}, jnp.zeros(tuple(input_shape), jnp.float32))["params"],
+      jax.random.key(0),
+    )
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

@@ -14,7 +14,9 @@ def trunc_normal(std: float = 0.02, scale: float = 1.0):
   jax.random.truncated_normal would give the same numbers at a large cost: its
   inverse-erf sampler takes XLA ~20 s to compile per model on a 2-core CPU.
   """
+
   def init(key, shape, dtype=jnp.float32):
     x = jax.random.normal(key, shape, jnp.float32) * std
     return (jnp.clip(x, -2.0, 2.0) * scale).astype(dtype)
+
   return init

@@ -28,25 +28,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from internvqa_jax.models import initializers
-from internvqa_jax.models import posembed
+from internvqa_jax.models import initializers, posembed
 
 FEATURE_DIM = 768  # Output width of the attention pool (`clip_embed_dim`).
 
+
 def _arch(c, depth, heads, hidden, frames=8, img=224):
-  return dict(embed_dim=c, depth=depth, num_heads=heads, mlp_hidden=hidden, num_frames=frames,
-              img_size=img)
+  return dict(
+    embed_dim=c, depth=depth, num_heads=heads, mlp_hidden=hidden, num_frames=frames, img_size=img
+  )
 
 
 VARIANTS: dict[str, dict[str, int]] = {
-    "small": _arch(384, 12, 6, 1536),
-    "base": _arch(768, 12, 12, 3072),
-    "large": _arch(1024, 24, 16, 4096),
-    "1b": _arch(1408, 40, 16, 6144),  # mlp_ratio 48/11, i.e. exactly 6144 hidden units.
-    "6b": _arch(3200, 48, 25, 12800),
-    # Test-sized models: the same code paths on tiny inputs.
-    "tiny": _arch(64, 2, 2, 256, frames=2, img=28),
-    "tiny_1b_width": _arch(1408, 2, 16, 6144, frames=2, img=56),  # 16 heads of 88.
+  "small": _arch(384, 12, 6, 1536),
+  "base": _arch(768, 12, 12, 3072),
+  "large": _arch(1024, 24, 16, 4096),
+  "1b": _arch(1408, 40, 16, 6144),  # mlp_ratio 48/11, i.e. exactly 6144 hidden units.
+  "6b": _arch(3200, 48, 25, 12800),
+  # Test-sized models: the same code paths on tiny inputs.
+  "tiny": _arch(64, 2, 2, 256, frames=2, img=28),
+  "tiny_1b_width": _arch(1408, 2, 16, 6144, frames=2, img=56),  # 16 heads of 88.
 }
 
 
@@ -60,8 +61,10 @@ trunc_normal = initializers.trunc_normal  # timm's trunc_normal_ (absolute +-2 b
 def _torch_conv_bias_init(fan_in: int):
   """PyTorch's default Conv/Linear bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
   bound = 1.0 / math.sqrt(fan_in)
+
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+
   return init
 
 
@@ -71,13 +74,17 @@ _torch_conv_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", 
 
 def head_init_params(key: jax.Array, num_outputs: int, init_scale: float = 0.001) -> dict:
   """A freshly initialised `head` (for converters replacing a checkpoint's head)."""
-  return {"kernel": trunc_normal(0.02, init_scale)(key, (FEATURE_DIM, num_outputs)),
-          "bias": jnp.zeros((num_outputs,), jnp.float32)}
+  return {
+    "kernel": trunc_normal(0.02, init_scale)(key, (FEATURE_DIM, num_outputs)),
+    "bias": jnp.zeros((num_outputs,), jnp.float32),
+  }
 
 
 def fc_norm_init_params() -> dict:
-  return {"scale": jnp.ones((FEATURE_DIM,), jnp.float32),
-          "bias": jnp.zeros((FEATURE_DIM,), jnp.float32)}
+  return {
+    "scale": jnp.ones((FEATURE_DIM,), jnp.float32),
+    "bias": jnp.zeros((FEATURE_DIM,), jnp.float32),
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -87,6 +94,7 @@ def fc_norm_init_params() -> dict:
 class RMSNorm(nn.Module):
   """RMSNorm (weight only). Normalises in float32, casts back to the input
   dtype, then multiplies by the weight, like the original non-fused module."""
+
   eps: float = 1e-6
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -101,13 +109,15 @@ class RMSNorm(nn.Module):
 
 class LayerScale(nn.Module):
   """y = x * gamma, multiplied in float32 and cast back (`force_fp32`)."""
+
   init_values: float = 1e-5
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    gamma = self.param("gamma", nn.initializers.constant(self.init_values), (x.shape[-1],),
-                       self.param_dtype)
+    gamma = self.param(
+      "gamma", nn.initializers.constant(self.init_values), (x.shape[-1],), self.param_dtype
+    )
     return (x.astype(jnp.float32) * gamma.astype(jnp.float32)).astype(x.dtype)
 
 
@@ -152,8 +162,7 @@ def chunked_attention(q, k, v, scale: float, chunk: int = 1536):
     head, c = i // chunks, i % chunks
     s = jnp.einsum("bqh,bkh->bqk", q[head, c], k[head], preferred_element_type=jnp.float32)
     e = jnp.exp((s - s.max(axis=-1, keepdims=True)) * scale)
-    o = jnp.einsum("bqk,bkh->bqh", e.astype(v.dtype), v[head],
-                   preferred_element_type=jnp.float32)
+    o = jnp.einsum("bqk,bkh->bqh", e.astype(v.dtype), v[head], preferred_element_type=jnp.float32)
     return (o / e.sum(axis=-1, keepdims=True)).astype(v.dtype)
 
   o = jax.lax.map(attend, jnp.arange(n * chunks))  # (N * chunks, B, size, H)
@@ -188,6 +197,7 @@ class PatchEmbed(nn.Module):
   function and avoids XLA's generic 3-D convolution on CPU. Tokens come out
   t-major, then h, then w, matching the `pos_embed` rows.
   """
+
   embed_dim: int
   patch_size: int
   tubelet_size: int
@@ -198,8 +208,9 @@ class PatchEmbed(nn.Module):
   def __call__(self, x):
     kt, p = self.tubelet_size, self.patch_size
     fan_in = kt * p * p * x.shape[-1]
-    proj = _PatchProj(self.embed_dim, (kt, p, p, x.shape[-1]), fan_in, self.dtype,
-                      self.param_dtype, name="proj")
+    proj = _PatchProj(
+      self.embed_dim, (kt, p, p, x.shape[-1]), fan_in, self.dtype, self.param_dtype, name="proj"
+    )
     b, t, h, w, c = x.shape
     x = x.reshape(b, t // kt, kt, h // p, p, w // p, p, c)
     x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, (t // kt) * (h // p) * (w // p), fan_in)
@@ -215,16 +226,19 @@ class _PatchProj(nn.Module):
 
   @nn.compact
   def __call__(self, patches):
-    kernel = self.param("kernel", _torch_conv_kernel_init, self.window + (self.features,),
-                        self.param_dtype)
-    bias = self.param("bias", _torch_conv_bias_init(self.fan_in), (self.features,),
-                      self.param_dtype)
+    kernel = self.param(
+      "kernel", _torch_conv_kernel_init, self.window + (self.features,), self.param_dtype
+    )
+    bias = self.param(
+      "bias", _torch_conv_bias_init(self.fan_in), (self.features,), self.param_dtype
+    )
     kernel = kernel.reshape(self.fan_in, self.features).astype(self.dtype)
     return jnp.dot(patches, kernel) + bias.astype(self.dtype)
 
 
 class Attention(nn.Module):
   """Self-attention with bias-free [q|k|v] projection and qk-RMSNorm over all heads."""
+
   num_heads: int
   proj_init_div: float = 1.0  # fix_init_weight: sqrt(2 * layer_id).
   dtype: Any = jnp.float32
@@ -243,10 +257,14 @@ class Attention(nn.Module):
     k = norm(name="k_norm")(k)
     d = c // self.num_heads
     q, k, v = (y.reshape(b, n, self.num_heads, d) for y in (q, k, v))
-    o = attention(q, k, v, d ** -0.5, self.attention_impl)
+    o = attention(q, k, v, d**-0.5, self.attention_impl)
     o = o.reshape(b, n, c)
-    return dense(c, kernel_init=trunc_normal(0.02, 1.0 / self.proj_init_div),
-                 bias_init=nn.initializers.zeros, name="proj")(o)
+    return dense(
+      c,
+      kernel_init=trunc_normal(0.02, 1.0 / self.proj_init_div),
+      bias_init=nn.initializers.zeros,
+      name="proj",
+    )(o)
 
 
 class Mlp(nn.Module):
@@ -258,16 +276,19 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
-                              bias_init=nn.initializers.zeros)
+    dense = functools.partial(
+      nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, bias_init=nn.initializers.zeros
+    )
     h = dense(self.hidden, kernel_init=trunc_normal(0.02), name="fc1")(x)
     h = jax.nn.gelu(h, approximate=self.gelu_approximate)
-    return dense(x.shape[-1], kernel_init=trunc_normal(0.02, 1.0 / self.fc2_init_div),
-                 name="fc2")(h)
+    return dense(x.shape[-1], kernel_init=trunc_normal(0.02, 1.0 / self.fc2_init_div), name="fc2")(
+      h
+    )
 
 
 class Block(nn.Module):
   """Pre-norm block: r += DropPath(ls1(attn(norm1(r)))); r += DropPath(ls2(mlp(norm2(r))))."""
+
   num_heads: int
   mlp_hidden: int
   layer_id: int  # 1-based, for fix_init_weight.
@@ -283,13 +304,15 @@ class Block(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     div = math.sqrt(2.0 * self.layer_id)
     h = RMSNorm(eps=1e-6, name="norm1", **kw)(x)
-    h = Attention(self.num_heads, proj_init_div=div, attention_impl=self.attention_impl,
-                  name="attn", **kw)(h)
+    h = Attention(
+      self.num_heads, proj_init_div=div, attention_impl=self.attention_impl, name="attn", **kw
+    )(h)
     h = LayerScale(self.layerscale_init, self.param_dtype, name="ls1")(h)
     x = x + self._drop_path(h, train)
     h = RMSNorm(eps=1e-6, name="norm2", **kw)(x)
-    h = Mlp(self.mlp_hidden, fc2_init_div=div, gelu_approximate=self.gelu_approximate,
-            name="mlp", **kw)(h)
+    h = Mlp(
+      self.mlp_hidden, fc2_init_div=div, gelu_approximate=self.gelu_approximate, name="mlp", **kw
+    )(h)
     h = LayerScale(self.layerscale_init, self.param_dtype, name="ls2")(h)
     return x + self._drop_path(h, train)
 
@@ -301,6 +324,7 @@ class Block(nn.Module):
 
 class CrossAttention(nn.Module):
   """Pool cross-attention; the separate q/k/v biases live in the Dense biases."""
+
   num_heads: int
   out_dim: int
   dtype: Any = jnp.float32
@@ -310,14 +334,19 @@ class CrossAttention(nn.Module):
   @nn.compact
   def __call__(self, x_q, x_k, x_v):
     c = x_q.shape[-1]
-    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
-                              kernel_init=trunc_normal(0.02), bias_init=nn.initializers.zeros)
+    dense = functools.partial(
+      nn.Dense,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      kernel_init=trunc_normal(0.02),
+      bias_init=nn.initializers.zeros,
+    )
     d = c // self.num_heads
     heads = lambda y: y.reshape(y.shape[0], y.shape[1], self.num_heads, d)
     q = heads(dense(c, name="q")(x_q))
     k = heads(dense(c, name="k")(x_k))
     v = heads(dense(c, name="v")(x_v))
-    o = attention(q, k, v, d ** -0.5, self.attention_impl)
+    o = attention(q, k, v, d**-0.5, self.attention_impl)
     o = o.reshape(o.shape[0], o.shape[1], c)
     return dense(self.out_dim, name="proj")(o)
 
@@ -325,6 +354,7 @@ class CrossAttention(nn.Module):
 class AttentionPooling(nn.Module):
   """`clip_projector`: one cross-attention whose query is the mean of all tokens
   (cls included). No residual and no MLP."""
+
   num_heads: int = 16
   out_dim: int = FEATURE_DIM
   dtype: Any = jnp.float32
@@ -333,12 +363,22 @@ class AttentionPooling(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    ln = functools.partial(nn.LayerNorm, epsilon=1e-5, use_fast_variance=False,
-                           dtype=self.dtype, param_dtype=self.param_dtype)
+    ln = functools.partial(
+      nn.LayerNorm,
+      epsilon=1e-5,
+      use_fast_variance=False,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+    )
     x_q = jnp.mean(x.astype(jnp.float32), axis=1, keepdims=True).astype(x.dtype)
-    out = CrossAttention(self.num_heads, self.out_dim, self.dtype, self.param_dtype,
-                         self.attention_impl, name="cross_attn")(
-                             ln(name="norm1_q")(x_q), ln(name="norm1_k")(x), ln(name="norm1_v")(x))
+    out = CrossAttention(
+      self.num_heads,
+      self.out_dim,
+      self.dtype,
+      self.param_dtype,
+      self.attention_impl,
+      name="cross_attn",
+    )(ln(name="norm1_q")(x_q), ln(name="norm1_k")(x), ln(name="norm1_v")(x))
     return out[:, 0]
 
 
@@ -355,6 +395,7 @@ class InternVideo2(nn.Module):
   (B, 1 + N, C), the residual stream after block `return_tokens_after`, when
   requested.
   """
+
   FAMILY = "internvideo2"
 
   embed_dim: int
@@ -382,7 +423,7 @@ class InternVideo2(nn.Module):
   layerscale_init: float = 1e-5
 
   @classmethod
-  def from_kwargs(cls, **kw) -> "InternVideo2":
+  def from_kwargs(cls, **kw) -> InternVideo2:
     """Builds from JSON-decoded kwargs (lists become tuples)."""
     names = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
     unknown = sorted(set(kw) - names)
@@ -396,7 +437,7 @@ class InternVideo2(nn.Module):
 
   @property
   def num_patches(self) -> int:
-    return (self.num_frames // self.tubelet_size) * self.grid_size ** 2
+    return (self.num_frames // self.tubelet_size) * self.grid_size**2
 
   def input_shape(self, batch: int = 1) -> tuple[int, ...]:
     return (batch, self.num_frames, self.img_size, self.img_size, 3)
@@ -410,8 +451,9 @@ class InternVideo2(nn.Module):
     if self.img_size % self.patch_size:
       problems.append(f"img_size {self.img_size} not divisible by patch_size {self.patch_size}")
     if self.num_frames % self.tubelet_size:
-      problems.append(f"num_frames {self.num_frames} not divisible by tubelet_size "
-                      f"{self.tubelet_size}")
+      problems.append(
+        f"num_frames {self.num_frames} not divisible by tubelet_size {self.tubelet_size}"
+      )
     if not 0 <= self.frozen_blocks <= self.depth:
       problems.append(f"frozen_blocks {self.frozen_blocks} outside [0, depth={self.depth}]")
     if problems:
@@ -422,17 +464,21 @@ class InternVideo2(nn.Module):
     self._check_config()
     expected = (self.num_frames, self.img_size, self.img_size, 3)
     if video.ndim != 5 or tuple(video.shape[1:]) != expected:
-      raise ValueError(f"InternVideo2 expects video of shape (B, {', '.join(map(str, expected))})"
-                       f" = (B, T, H, W, 3), found {tuple(video.shape)}")
+      raise ValueError(
+        f"InternVideo2 expects video of shape (B, {', '.join(map(str, expected))})"
+        f" = (B, T, H, W, 3), found {tuple(video.shape)}"
+      )
     if return_tokens_after is not None and not 0 <= return_tokens_after < self.depth:
-      raise ValueError(f"return_tokens_after={return_tokens_after} is not a block index in "
-                       f"[0, {self.depth - 1}]")
+      raise ValueError(
+        f"return_tokens_after={return_tokens_after} is not a block index in [0, {self.depth - 1}]"
+      )
     dtype, pdtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
     kw = dict(dtype=dtype, param_dtype=pdtype)
     c = self.embed_dim
 
     x = PatchEmbed(c, self.patch_size, self.tubelet_size, name="patch_embed", **kw)(
-        video.astype(dtype))
+      video.astype(dtype)
+    )
     cls_token = self.param("cls_token", trunc_normal(0.02), (1, 1, c), pdtype)
     pos_embed = self.param("pos_embed", self._pos_embed_init, (1, 1 + self.num_patches, c), pdtype)
     cls_tokens = jnp.broadcast_to(cls_token.astype(dtype), (x.shape[0], 1, c))
@@ -442,10 +488,17 @@ class InternVideo2(nn.Module):
     rates = np.linspace(0.0, self.drop_path_rate, self.depth)
     tokens = None
     for i in range(self.depth):
-      x = block_cls(self.num_heads, self.mlp_hidden, layer_id=i + 1,
-                    drop_path_rate=float(rates[i]), layerscale_init=self.layerscale_init,
-                    gelu_approximate=self.gelu_approximate, attention_impl=self.attention_impl,
-                    name=f"blocks_{i}", **kw)(x, train)
+      x = block_cls(
+        self.num_heads,
+        self.mlp_hidden,
+        layer_id=i + 1,
+        drop_path_rate=float(rates[i]),
+        layerscale_init=self.layerscale_init,
+        gelu_approximate=self.gelu_approximate,
+        attention_impl=self.attention_impl,
+        name=f"blocks_{i}",
+        **kw,
+      )(x, train)
       if i + 1 == self.frozen_blocks:
         # Frozen-trunk boundary: nothing upstream receives gradient, and XLA can
         # drop the backward pass through it.
@@ -453,23 +506,36 @@ class InternVideo2(nn.Module):
       if i == return_tokens_after:
         tokens = x
 
-    pooled = AttentionPooling(self.pool_heads, self.pool_dim, attention_impl=self.attention_impl,
-                              name="clip_projector", **kw)(x)
+    pooled = AttentionPooling(
+      self.pool_heads,
+      self.pool_dim,
+      attention_impl=self.attention_impl,
+      name="clip_projector",
+      **kw,
+    )(x)
     feature = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name="fc_norm", **kw)(pooled)
     h = nn.Dropout(self.fc_drop_rate)(feature, deterministic=not train)
-    score = nn.Dense(self.num_outputs, kernel_init=trunc_normal(0.02, self.init_scale),
-                     bias_init=nn.initializers.zeros, name="head", **kw)(h)
+    score = nn.Dense(
+      self.num_outputs,
+      kernel_init=trunc_normal(0.02, self.init_scale),
+      bias_init=nn.initializers.zeros,
+      name="head",
+      **kw,
+    )(h)
     score = score.astype(jnp.float32)
-    out = {"score": score[:, 0] if self.num_outputs == 1 else score,
-           "feature": feature.astype(jnp.float32)}
+    out = {
+      "score": score[:, 0] if self.num_outputs == 1 else score,
+      "feature": feature.astype(jnp.float32),
+    }
     if tokens is not None:
       out["tokens"] = tokens
     return out
 
   def _pos_embed_init(self, key, shape, dtype=jnp.float32):
     del key  # Deterministic table.
-    table = posembed.sincos_3d(self.embed_dim, self.grid_size,
-                               self.num_frames // self.tubelet_size, cls_row=True)
+    table = posembed.sincos_3d(
+      self.embed_dim, self.grid_size, self.num_frames // self.tubelet_size, cls_row=True
+    )
     return jnp.asarray(table, dtype).reshape(shape)
 
 
@@ -482,8 +548,11 @@ def make(variant: str, **overrides: Any) -> InternVideo2:
 
 def model_kwargs(module: InternVideo2) -> dict[str, Any]:
   """The JSON-serialisable constructor arguments of `module`."""
-  return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
-          if f.name not in ("parent", "name")}
+  return {
+    f.name: getattr(module, f.name)
+    for f in dataclasses.fields(module)
+    if f.name not in ("parent", "name")
+  }
 
 
 def abstract_params(module: InternVideo2) -> dict:

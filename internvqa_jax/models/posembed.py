@@ -41,17 +41,22 @@ def sincos_3d(dim: int, grid_size: int, num_frames: int, cls_row: bool = True) -
   order is reproduced on purpose.
   """
   if dim % 4 or (dim // 4 * 3) % 4:
-    raise ValueError(f"3-D sin-cos embedding needs dim divisible by 4 with 3*dim/4 "
-                     f"divisible by 4, got {dim}")
+    raise ValueError(
+      f"3-D sin-cos embedding needs dim divisible by 4 with 3*dim/4 divisible by 4, got {dim}"
+    )
   dim_t, dim_s = dim // 4, dim // 4 * 3
-  hh, ww = np.meshgrid(np.arange(grid_size, dtype=np.float32),
-                       np.arange(grid_size, dtype=np.float32), indexing="ij")
+  hh, ww = np.meshgrid(
+    np.arange(grid_size, dtype=np.float32), np.arange(grid_size, dtype=np.float32), indexing="ij"
+  )
   spatial = np.concatenate([sincos_1d(dim_s // 2, ww), sincos_1d(dim_s // 2, hh)], axis=1)
   temporal = sincos_1d(dim_t, np.arange(num_frames, dtype=np.float32))
-  table = np.concatenate([
+  table = np.concatenate(
+    [
       np.repeat(temporal[:, None, :], grid_size * grid_size, axis=1),
       np.repeat(spatial[None, :, :], num_frames, axis=0),
-  ], axis=-1).reshape(num_frames * grid_size * grid_size, dim)
+    ],
+    axis=-1,
+  ).reshape(num_frames * grid_size * grid_size, dim)
   if cls_row:
     table = np.concatenate([np.zeros((1, dim), np.float32), table], axis=0)
   return table.astype(np.float32)
@@ -79,6 +84,7 @@ def interp_linear(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
 
 def _cubic_weights(t: np.ndarray, a: float = _TORCH_CUBIC_A) -> np.ndarray:
   """Keys' cubic weights for taps at offsets -1, 0, 1, 2 from floor(s); (n, 4)."""
+
   def near(d):  # |d| <= 1
     return ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
 
@@ -118,8 +124,14 @@ def interp_bicubic_2d(x: np.ndarray, size: tuple[int, int], axes: tuple[int, int
   return interp_bicubic_1d(x, size[1], axes[1])
 
 
-def resample_pos_embed(pos_embed: np.ndarray, src_frames: int, src_grid: int,
-                       dst_frames: int, dst_grid: int, num_extra_tokens: int = 1) -> np.ndarray:
+def resample_pos_embed(
+  pos_embed: np.ndarray,
+  src_frames: int,
+  src_grid: int,
+  dst_frames: int,
+  dst_grid: int,
+  num_extra_tokens: int = 1,
+) -> np.ndarray:
   """Resamples a joint (1, extra + T*G*G, C) table to another T and grid size.
 
   The extra (cls) rows are kept unchanged. Time is resampled first with linear
@@ -132,12 +144,14 @@ def resample_pos_embed(pos_embed: np.ndarray, src_frames: int, src_grid: int,
   _, rows, dim = pos_embed.shape
   if rows != num_extra_tokens + src_frames * src_grid * src_grid:
     raise ValueError(
-        f"pos_embed has {rows} rows, expected {num_extra_tokens} + {src_frames}*{src_grid}^2 = "
-        f"{num_extra_tokens + src_frames * src_grid * src_grid} for {src_frames} frames on a "
-        f"{src_grid}x{src_grid} grid")
+      f"pos_embed has {rows} rows, expected {num_extra_tokens} + {src_frames}*{src_grid}^2 = "
+      f"{num_extra_tokens + src_frames * src_grid * src_grid} for {src_frames} frames on a "
+      f"{src_grid}x{src_grid} grid"
+    )
   extra = pos_embed[:, :num_extra_tokens].astype(np.float32)
-  grid = pos_embed[0, num_extra_tokens:].astype(np.float64).reshape(
-      src_frames, src_grid, src_grid, dim)
+  grid = (
+    pos_embed[0, num_extra_tokens:].astype(np.float64).reshape(src_frames, src_grid, src_grid, dim)
+  )
   if dst_frames != src_frames:
     grid = interp_linear(grid, dst_frames, axis=0)
   if dst_grid != src_grid:

@@ -26,7 +26,8 @@ module tree (`patch_embed/proj`, `layers_{i}/blocks_{j}/attn/qkv`, ...).
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,8 +43,9 @@ MASK_VALUE = -100.0  # Added to logits of pairs from different shift regions.
 
 
 def layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, dtype=dtype,
-                      param_dtype=jnp.float32, name=name)
+  return nn.LayerNorm(
+    epsilon=LN_EPS, use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32, name=name
+  )
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -70,6 +72,7 @@ def torch_conv_bias_init(fan_in: int):
 # Static geometry (NumPy, evaluated at trace time from shapes only).
 # ---------------------------------------------------------------------------
 
+
 def adaptive_window(input_size: Shape3, base_window: Shape3, base_x_size: Shape3) -> Shape3:
   """Window resized with the input ("AMI"): base * input // base_x_size, per axis."""
   return tuple(int(w * s // b) for w, s, b in zip(base_window, input_size, base_x_size))
@@ -89,7 +92,7 @@ def padded_size(size: Shape3, window: Shape3) -> Shape3:
   return tuple(-(-n // w) * w for n, w in zip(size, window))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def relative_position_index(window: Shape3) -> np.ndarray:
   """(N, N) index into the ((2Wd-1)(2Wh-1)(2Ww-1), nH) bias table of `window`."""
   coords = np.stack(np.meshgrid(*[np.arange(w) for w in window], indexing="ij"))
@@ -100,7 +103,7 @@ def relative_position_index(window: Shape3) -> np.ndarray:
   return np.tensordot(np.array(strides), rel, axes=1).astype(np.int64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bias_index(base_window: Shape3, window: Shape3, adaptive: bool) -> np.ndarray:
   """The (N, N) table index a block with `window` uses (see module docstring)."""
   full = relative_position_index(tuple(base_window))
@@ -108,9 +111,10 @@ def bias_index(base_window: Shape3, window: Shape3, adaptive: bool) -> np.ndarra
   if adaptive:
     if any(w > b for w, b in zip(window, base_window)):
       raise ValueError(
-          f"adaptive window {window} exceeds the base window {base_window}: the input is "
-          "larger than the model's base input size (the original code fails here too); "
-          "use adaptive_window=False for such inputs")
+        f"adaptive window {window} exceeds the base window {base_window}: the input is "
+        "larger than the model's base input size (the original code fails here too); "
+        "use adaptive_window=False for such inputs"
+      )
     d, h, w = window
     sub = full.reshape(tuple(base_window) * 2)[:d, :h, :w, :d, :h, :w]
     return np.ascontiguousarray(sub.reshape(n, n)).astype(np.int32)
@@ -137,7 +141,7 @@ def reverse_windows(x, window: Shape3, size: Shape3):
   return x.reshape(b, d, h, w, c)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shift_region_ids(padded: Shape3, window: Shape3, shift: Shape3) -> np.ndarray:
   """(nW, N) region id per token of the un-rolled padded volume (`compute_mask`).
 
@@ -167,7 +171,7 @@ def _nearest_source_index(out_size: int, in_size: int) -> np.ndarray:
   return np.minimum(src, in_size - 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fragment_coords(padded: Shape3, window: Shape3, shift: Shape3) -> np.ndarray:
   """(nW, N, 3) fragment index (d, h, w) of each token (`global_position_index`).
 
@@ -188,18 +192,21 @@ def fragment_coords(padded: Shape3, window: Shape3, shift: Shape3) -> np.ndarray
 # Modules.
 # ---------------------------------------------------------------------------
 
+
 def drop_path(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Array:
   """Per-sample stochastic depth (timm DropPath): mask (B, 1, ...), scaled by 1/keep."""
   if not train or rate == 0.0:
     return x
   keep = 1.0 - rate
-  mask = jax.random.bernoulli(module.make_rng("drop_path"), keep,
-                              (x.shape[0],) + (1,) * (x.ndim - 1))
+  mask = jax.random.bernoulli(
+    module.make_rng("drop_path"), keep, (x.shape[0],) + (1,) * (x.ndim - 1)
+  )
   return x * (mask.astype(x.dtype) / keep)
 
 
 class PatchEmbed3D(nn.Module):
   """Zero-pad to the patch grid, Conv3d with stride = kernel, LayerNorm."""
+
   patch_size: Shape3
   embed_dim: int
   dtype: Any = jnp.float32
@@ -210,9 +217,17 @@ class PatchEmbed3D(nn.Module):
     if any(p[1] for p in pads):
       x = jnp.pad(x, pads)
     fan_in = int(np.prod(self.patch_size)) * x.shape[-1]
-    x = nn.Conv(self.embed_dim, self.patch_size, strides=self.patch_size, padding="VALID",
-                dtype=self.dtype, param_dtype=jnp.float32, kernel_init=torch_conv_init,
-                bias_init=torch_conv_bias_init(fan_in), name="proj")(x)
+    x = nn.Conv(
+      self.embed_dim,
+      self.patch_size,
+      strides=self.patch_size,
+      padding="VALID",
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      kernel_init=torch_conv_init,
+      bias_init=torch_conv_bias_init(fan_in),
+      name="proj",
+    )(x)
     return layer_norm("norm", self.dtype)(x)
 
 
@@ -223,11 +238,13 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     dim = x.shape[-1]
-    x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=dense_init, name="fc1")(x)
+    x = nn.Dense(
+      self.hidden, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=dense_init, name="fc1"
+    )(x)
     x = gelu(x)
-    return nn.Dense(dim, dtype=self.dtype, param_dtype=jnp.float32,
-                    kernel_init=dense_init, name="fc2")(x)
+    return nn.Dense(
+      dim, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=dense_init, name="fc2"
+    )(x)
 
 
 class WindowAttention3D(nn.Module):
@@ -235,28 +252,30 @@ class WindowAttention3D(nn.Module):
 
   Called on windows (B, nW, N, C) with the static geometry of its block.
   """
+
   num_heads: int
   base_window: Shape3
   frag_bias: bool
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, index: np.ndarray, frag: np.ndarray | None,
-               regions: np.ndarray | None):
+  def __call__(self, x, *, index: np.ndarray, frag: np.ndarray | None, regions: np.ndarray | None):
     b, nw, n, c = x.shape
     nh = self.num_heads
     hd = c // nh
     rows = int(np.prod([2 * w - 1 for w in self.base_window]))
     rpb_table = self.param("relative_position_bias_table", dense_init, (rows, nh), jnp.float32)
     if self.frag_bias:
-      fpb_table = self.param("fragment_position_bias_table", nn.initializers.zeros,
-                             (rows, nh), jnp.float32)
+      fpb_table = self.param(
+        "fragment_position_bias_table", nn.initializers.zeros, (rows, nh), jnp.float32
+      )
 
-    qkv = nn.Dense(3 * c, dtype=self.dtype, param_dtype=jnp.float32,
-                   kernel_init=dense_init, name="qkv")(x)
+    qkv = nn.Dense(
+      3 * c, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=dense_init, name="qkv"
+    )(x)
     qkv = qkv.reshape(b, nw, n, 3, nh, hd)
     q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
-    q = q * jnp.asarray(hd ** -0.5, q.dtype)  # Scaled before q.k, like the original.
+    q = q * jnp.asarray(hd**-0.5, q.dtype)  # Scaled before q.k, like the original.
     logits = jnp.einsum("bwqhd,bwkhd->bwhqk", q, k).astype(jnp.float32)
 
     flat = jnp.asarray(index.reshape(-1))
@@ -278,8 +297,9 @@ class WindowAttention3D(nn.Module):
       logits = logits + mask[None, :, None]
     attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     out = jnp.einsum("bwhqk,bwkhd->bwqhd", attn, v.astype(self.dtype)).reshape(b, nw, n, c)
-    return nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32,
-                    kernel_init=dense_init, name="proj")(out)
+    return nn.Dense(
+      c, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=dense_init, name="proj"
+    )(out)
 
 
 class SwinBlock3D(nn.Module):
@@ -288,6 +308,7 @@ class SwinBlock3D(nn.Module):
   `window` is the stage's window before clamping (the resized window in adaptive
   mode, the base window otherwise) and `shift` this block's nominal shift.
   """
+
   num_heads: int
   base_window: Shape3
   window: Shape3
@@ -300,11 +321,13 @@ class SwinBlock3D(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    b, d, h, w, c = x.shape
+    _b, d, h, w, c = x.shape
     window, shift = clamp_window((d, h, w), self.window, self.shift)
     if min(window) < 1:
-      raise ValueError(f"window {window} for features {(d, h, w)} has an empty axis; the input "
-                       "is too small for adaptive windows (window = base * input // base size)")
+      raise ValueError(
+        f"window {window} for features {(d, h, w)} has an empty axis; the input "
+        "is too small for adaptive windows (window = base * input // base size)"
+      )
     padded = padded_size((d, h, w), window)
     shifted = any(s > 0 for s in shift)
 
@@ -315,12 +338,14 @@ class SwinBlock3D(nn.Module):
       y = jnp.pad(y, pads)  # After norm1: padded tokens are exact zeros.
     if shifted:
       y = jnp.roll(y, tuple(-s for s in shift), axis=(1, 2, 3))
-    y = WindowAttention3D(self.num_heads, self.base_window, self.frag_bias, dtype=self.dtype,
-                          name="attn")(
-        partition_windows(y, window),
-        index=bias_index(tuple(self.base_window), window, self.adaptive),
-        frag=fragment_coords(padded, window, shift) if self.frag_bias else None,
-        regions=shift_region_ids(padded, window, shift) if shifted else None)
+    y = WindowAttention3D(
+      self.num_heads, self.base_window, self.frag_bias, dtype=self.dtype, name="attn"
+    )(
+      partition_windows(y, window),
+      index=bias_index(tuple(self.base_window), window, self.adaptive),
+      frag=fragment_coords(padded, window, shift) if self.frag_bias else None,
+      regions=shift_region_ids(padded, window, shift) if shifted else None,
+    )
     y = reverse_windows(y, window, padded)
     if shifted:
       y = jnp.roll(y, shift, axis=(1, 2, 3))
@@ -334,6 +359,7 @@ class SwinBlock3D(nn.Module):
 
 class PatchMerging(nn.Module):
   """2x2 spatial merge: concat (h,w) offsets (0,0),(1,0),(0,1),(1,1); LayerNorm; Linear."""
+
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -342,15 +368,23 @@ class PatchMerging(nn.Module):
     h, w = x.shape[2], x.shape[3]
     if h % 2 or w % 2:
       x = jnp.pad(x, [(0, 0), (0, 0), (0, h % 2), (0, w % 2), (0, 0)])
-    x = jnp.concatenate([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2],
-                         x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], axis=-1)
+    x = jnp.concatenate(
+      [x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], axis=-1
+    )
     x = layer_norm("norm", self.dtype)(x)
-    return nn.Dense(2 * c, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                    kernel_init=dense_init, name="reduction")(x)
+    return nn.Dense(
+      2 * c,
+      use_bias=False,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      kernel_init=dense_init,
+      name="reduction",
+    )(x)
 
 
 class BasicLayer(nn.Module):
   """One stage: `depth` blocks (odd ones shifted by base_window // 2), then merging."""
+
   depth: int
   num_heads: int
   base_window: Shape3
@@ -370,10 +404,17 @@ class BasicLayer(nn.Module):
     block_cls = nn.remat(SwinBlock3D, static_argnums=(2,)) if self.remat else SwinBlock3D
     for j in range(self.depth):
       x = block_cls(
-          num_heads=self.num_heads, base_window=self.base_window, window=self.window,
-          shift=(0, 0, 0) if j % 2 == 0 else layer_shift, adaptive=self.adaptive,
-          frag_bias=self.frag_bias, drop_path=float(self.drop_paths[j]),
-          mlp_ratio=self.mlp_ratio, dtype=self.dtype, name=f"blocks_{j}")(x, train)
+        num_heads=self.num_heads,
+        base_window=self.base_window,
+        window=self.window,
+        shift=(0, 0, 0) if j % 2 == 0 else layer_shift,
+        adaptive=self.adaptive,
+        frag_bias=self.frag_bias,
+        drop_path=float(self.drop_paths[j]),
+        mlp_ratio=self.mlp_ratio,
+        dtype=self.dtype,
+        name=f"blocks_{j}",
+      )(x, train)
     if self.downsample:
       x = PatchMerging(dtype=self.dtype, name="downsample")(x)
     return x
@@ -381,6 +422,7 @@ class BasicLayer(nn.Module):
 
 class SwinTransformer3D(nn.Module):
   """FAST-VQA fragment backbone: (B, T, H, W, 3) -> (B, T', H', W', C_last) after LayerNorm."""
+
   embed_dim: int = 96
   depths: Sequence[int] = (2, 2, 6, 2)
   num_heads: Sequence[int] = (3, 6, 12, 24)
@@ -410,17 +452,26 @@ class SwinTransformer3D(nn.Module):
       raise ValueError(f"expected a video (B, T, H, W, C), got shape {x.shape}")
     base_window = tuple(int(w) for w in self.window_size)
     window = self.stage_window(tuple(x.shape[1:4]))
-    x = PatchEmbed3D(tuple(self.patch_size), self.embed_dim, dtype=self.dtype,
-                     name="patch_embed")(x.astype(self.dtype))
+    x = PatchEmbed3D(tuple(self.patch_size), self.embed_dim, dtype=self.dtype, name="patch_embed")(
+      x.astype(self.dtype)
+    )
     # Stochastic depth rates: linspace(0, rate, total blocks), in float32 like torch.
     dpr = np.linspace(0.0, self.drop_path_rate, sum(self.depths), dtype=np.float32).tolist()
     n_layers = len(self.depths)
     for i in range(n_layers):
       start = sum(self.depths[:i])
       x = BasicLayer(
-          depth=self.depths[i], num_heads=self.num_heads[i], base_window=base_window,
-          window=window, adaptive=self.adaptive_window, frag_bias=bool(self.frag_biases[i]),
-          drop_paths=tuple(dpr[start:start + self.depths[i]]), downsample=i < n_layers - 1,
-          mlp_ratio=self.mlp_ratio, dtype=self.dtype, remat=self.remat,
-          name=f"layers_{i}")(x, train)
+        depth=self.depths[i],
+        num_heads=self.num_heads[i],
+        base_window=base_window,
+        window=window,
+        adaptive=self.adaptive_window,
+        frag_bias=bool(self.frag_biases[i]),
+        drop_paths=tuple(dpr[start : start + self.depths[i]]),
+        downsample=i < n_layers - 1,
+        mlp_ratio=self.mlp_ratio,
+        dtype=self.dtype,
+        remat=self.remat,
+        name=f"layers_{i}",
+      )(x, train)
     return layer_norm("norm", self.dtype)(x)

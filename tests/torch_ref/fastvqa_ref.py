@@ -39,7 +39,7 @@ def _from_windows(x, window, b, d, h, w):
   return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, d, h, w, -1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shift_mask(dp, hp, wp, window, shift):
   """(nW, N, N): -100 between tokens of different shift regions, else 0."""
   region = torch.zeros((1, dp, hp, wp, 1))
@@ -54,11 +54,12 @@ def _shift_mask(dp, hp, wp, window, shift):
   return torch.where(diff != 0, torch.tensor(-100.0), torch.tensor(0.0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fragment_offsets(dp, hp, wp, window, shift):
   """(nW, N, N, 3): fragment index differences with a (1, wh, ww) fragment grid."""
-  grid = torch.stack(torch.meshgrid(torch.arange(1), torch.arange(window[1]),
-                                    torch.arange(window[2]), indexing="ij")).float()
+  grid = torch.stack(
+    torch.meshgrid(torch.arange(1), torch.arange(window[1]), torch.arange(window[2]), indexing="ij")
+  ).float()
   coords = F.interpolate(grid[None], size=(dp, hp, wp)).long().permute(0, 2, 3, 4, 1)
   coords = torch.roll(coords, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
   coords = _to_windows(coords, window)
@@ -75,7 +76,6 @@ def relative_index(window):
 
 
 class Mlp(nn.Module):
-
   def __init__(self, dim, hidden):
     super().__init__()
     self.fc1 = nn.Linear(dim, hidden)
@@ -87,7 +87,6 @@ class Mlp(nn.Module):
 
 
 class WindowAttention3D(nn.Module):
-
   def __init__(self, dim, window, num_heads, frag_bias):
     super().__init__()
     self.window = tuple(window)
@@ -105,7 +104,9 @@ class WindowAttention3D(nn.Module):
     n = window[0] * window[1] * window[2]
     if adaptive:
       full = self.relative_position_index.view(*self.window, *self.window)
-      return full[:window[0], :window[1], :window[2], :window[0], :window[1], :window[2]].reshape(n, n)
+      return full[
+        : window[0], : window[1], : window[2], : window[0], : window[1], : window[2]
+      ].reshape(n, n)
     return self.relative_position_index[:n, :n]
 
   def forward(self, x, window, adaptive, mask, frag_offsets):
@@ -120,7 +121,9 @@ class WindowAttention3D(nn.Module):
     if hasattr(self, "fragment_position_bias_table"):
       fbias = self.fragment_position_bias_table[idx].reshape(n, n, -1).permute(2, 0, 1)
       bias = bias * gate + fbias * (1 - gate)
-    attn = (attn.view(b_ // nw, nw, self.num_heads, n, n) + bias[None]).view(-1, self.num_heads, n, n)
+    attn = (attn.view(b_ // nw, nw, self.num_heads, n, n) + bias[None]).view(
+      -1, self.num_heads, n, n
+    )
     if mask is not None:
       attn = attn.view(b_ // nw, nw, self.num_heads, n, n) + mask[None, :, None]
       attn = attn.view(-1, self.num_heads, n, n)
@@ -130,7 +133,6 @@ class WindowAttention3D(nn.Module):
 
 
 class SwinTransformerBlock3D(nn.Module):
-
   def __init__(self, dim, num_heads, window, shift, frag_bias, mlp_ratio=4.0):
     super().__init__()
     self.window = tuple(window)
@@ -161,7 +163,6 @@ class SwinTransformerBlock3D(nn.Module):
 
 
 class PatchMerging(nn.Module):
-
   def __init__(self, dim):
     super().__init__()
     self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
@@ -171,20 +172,25 @@ class PatchMerging(nn.Module):
     h, w = x.shape[2], x.shape[3]
     if h % 2 or w % 2:
       x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-    x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2],
-                   x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], -1)
+    x = torch.cat(
+      [x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], -1
+    )
     return self.reduction(self.norm(x))
 
 
 class BasicLayer(nn.Module):
-
   def __init__(self, dim, depth, num_heads, window, frag_bias, downsample):
     super().__init__()
     self.window = tuple(window)
     self.shift = tuple(n // 2 for n in window)
-    self.blocks = nn.ModuleList([
-        SwinTransformerBlock3D(dim, num_heads, window, (0, 0, 0) if j % 2 == 0 else self.shift,
-                               frag_bias) for j in range(depth)])
+    self.blocks = nn.ModuleList(
+      [
+        SwinTransformerBlock3D(
+          dim, num_heads, window, (0, 0, 0) if j % 2 == 0 else self.shift, frag_bias
+        )
+        for j in range(depth)
+      ]
+    )
     self.downsample = PatchMerging(dim) if downsample else None
 
   def forward(self, x, stage_window, adaptive):
@@ -201,7 +207,6 @@ class BasicLayer(nn.Module):
 
 
 class PatchEmbed3D(nn.Module):
-
   def __init__(self, patch_size=(2, 4, 4), embed_dim=96):
     super().__init__()
     self.patch_size = tuple(patch_size)
@@ -220,24 +225,41 @@ class PatchEmbed3D(nn.Module):
 
 
 class SwinTransformer3D(nn.Module):
-
-  def __init__(self, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-               window_size=(8, 7, 7), frag_biases=(True, True, True, False),
-               base_x_size=(32, 224, 224), patch_size=(2, 4, 4)):
+  def __init__(
+    self,
+    embed_dim=96,
+    depths=(2, 2, 6, 2),
+    num_heads=(3, 6, 12, 24),
+    window_size=(8, 7, 7),
+    frag_biases=(True, True, True, False),
+    base_x_size=(32, 224, 224),
+    patch_size=(2, 4, 4),
+  ):
     super().__init__()
     self.window_size = tuple(window_size)
     self.base_x_size = tuple(base_x_size)
     self.patch_embed = PatchEmbed3D(patch_size, embed_dim)
     n = len(depths)
-    self.layers = nn.ModuleList([
-        BasicLayer(embed_dim * 2 ** i, depths[i], num_heads[i], window_size, frag_biases[i],
-                   downsample=i < n - 1) for i in range(n)])
+    self.layers = nn.ModuleList(
+      [
+        BasicLayer(
+          embed_dim * 2**i,
+          depths[i],
+          num_heads[i],
+          window_size,
+          frag_biases[i],
+          downsample=i < n - 1,
+        )
+        for i in range(n)
+      ]
+    )
     self.norm = nn.LayerNorm(embed_dim * 2 ** (n - 1))
 
   def forward(self, x, adaptive_window_size=True):
     if adaptive_window_size:
-      stage_window = tuple(w * s // b for w, s, b in
-                           zip(self.window_size, x.shape[2:], self.base_x_size))
+      stage_window = tuple(
+        w * s // b for w, s, b in zip(self.window_size, x.shape[2:], self.base_x_size)
+      )
     else:
       stage_window = self.window_size
     x = self.patch_embed(x)
@@ -248,7 +270,6 @@ class SwinTransformer3D(nn.Module):
 
 
 class VQAHead(nn.Module):
-
   def __init__(self, in_channels=768, hidden=64):
     super().__init__()
     self.fc_hid = nn.Conv3d(in_channels, hidden, (1, 1, 1))
@@ -262,23 +283,40 @@ class VQAHead(nn.Module):
 class FastVQARef(nn.Module):
   """forward(x (B,3,T,H,W)) -> (quality map (B,1,T',H',W'), features (B,C,T',H',W'))."""
 
-  def __init__(self, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-               window_size=(8, 7, 7), frag_biases=(True, True, True, False),
-               adaptive_window=True, base_x_size=(32, 224, 224), patch_size=(2, 4, 4),
-               head_hidden=64):
+  def __init__(
+    self,
+    embed_dim=96,
+    depths=(2, 2, 6, 2),
+    num_heads=(3, 6, 12, 24),
+    window_size=(8, 7, 7),
+    frag_biases=(True, True, True, False),
+    adaptive_window=True,
+    base_x_size=(32, 224, 224),
+    patch_size=(2, 4, 4),
+    head_hidden=64,
+  ):
     super().__init__()
     self.adaptive_window = adaptive_window
-    self.fragments_backbone = SwinTransformer3D(embed_dim, depths, num_heads, window_size,
-                                                frag_biases, base_x_size, patch_size)
+    self.fragments_backbone = SwinTransformer3D(
+      embed_dim, depths, num_heads, window_size, frag_biases, base_x_size, patch_size
+    )
     self.vqa_head = VQAHead(embed_dim * 2 ** (len(depths) - 1), head_hidden)
 
   @classmethod
   def from_model_kwargs(cls, kw):
     """Builds the reference from FastVQA model_kwargs (unused training-only keys ignored)."""
-    keys = ("embed_dim", "depths", "num_heads", "window_size", "frag_biases",
-            "adaptive_window", "base_x_size", "patch_size", "head_hidden")
-    return cls(**{k: (tuple(kw[k]) if isinstance(kw[k], list) else kw[k])
-                  for k in keys if k in kw})
+    keys = (
+      "embed_dim",
+      "depths",
+      "num_heads",
+      "window_size",
+      "frag_biases",
+      "adaptive_window",
+      "base_x_size",
+      "patch_size",
+      "head_hidden",
+    )
+    return cls(**{k: (tuple(kw[k]) if isinstance(kw[k], list) else kw[k]) for k in keys if k in kw})
 
   def forward(self, x):
     feats = self.fragments_backbone(x, adaptive_window_size=self.adaptive_window)

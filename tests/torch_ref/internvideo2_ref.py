@@ -61,7 +61,7 @@ class Attention(nn.Module):
     b, n, c = x.shape
     h = self.num_heads
     q, k, v = self.qkv(x).chunk(3, dim=-1)  # [q | k | v] layout.
-    q, k = self.q_norm(q), self.k_norm(k)   # Over the full width, before the head split.
+    q, k = self.q_norm(q), self.k_norm(k)  # Over the full width, before the head split.
     q, k, v = (t.reshape(b, n, h, c // h).transpose(1, 2) for t in (q, k, v))
     o = _attend(q, k, v, self.scale, self.use_sdpa)
     return self.proj(o.transpose(1, 2).reshape(b, n, c))
@@ -138,14 +138,27 @@ class PatchEmbed(nn.Module):
     self.proj = nn.Conv3d(3, dim, kernel_size=k, stride=k)
 
   def forward(self, x):
-    x = self.proj(x)                        # (B, C, T, H', W')
+    x = self.proj(x)  # (B, C, T, H', W')
     return x.flatten(3).permute(0, 2, 3, 1)  # (B, T, H'W', C)
 
 
 class InternVideo2Ref(nn.Module):
-  def __init__(self, embed_dim, depth, num_heads, mlp_hidden, num_frames, img_size,
-               patch_size=14, tubelet_size=1, num_outputs=1, pool_heads=16, pool_dim=768,
-               gelu="tanh", use_sdpa=True):
+  def __init__(
+    self,
+    embed_dim,
+    depth,
+    num_heads,
+    mlp_hidden,
+    num_frames,
+    img_size,
+    patch_size=14,
+    tubelet_size=1,
+    num_outputs=1,
+    pool_heads=16,
+    pool_dim=768,
+    gelu="tanh",
+    use_sdpa=True,
+  ):
     super().__init__()
     if gelu not in ("tanh", "erf"):
       raise ValueError(f"gelu must be 'tanh' or 'erf', got {gelu!r}")
@@ -154,7 +167,8 @@ class InternVideo2Ref(nn.Module):
     self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
     self.pos_embed = nn.Parameter(torch.zeros(1, 1 + n, embed_dim))
     self.blocks = nn.ModuleList(
-        [Block(embed_dim, num_heads, mlp_hidden, gelu, use_sdpa) for _ in range(depth)])
+      [Block(embed_dim, num_heads, mlp_hidden, gelu, use_sdpa) for _ in range(depth)]
+    )
     self.clip_projector = AttentionPoolingBlock(embed_dim, pool_heads, pool_dim, use_sdpa)
     self.fc_norm = nn.LayerNorm(pool_dim, eps=1e-5)
     self.head = nn.Linear(pool_dim, num_outputs)

@@ -1,6 +1,6 @@
 r"""Tiny training config for the trainer's tests (synthetic_compressed/tiny, 2 sources).
 
-  python -m internvqa_jax.train --config tests/train_configs/tiny.py:mode=distill,steps=4 --workdir W
+python -m internvqa_jax.train --config tests/train_configs/tiny.py:mode=distill,steps=4 --workdir W
 """
 
 import ml_collections as mlc
@@ -12,8 +12,19 @@ STUDENT = dict(embed_dim=32, depth=1, num_heads=2, mlp_hidden=64)
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, mode="finetune", steps=4, batch_size=8, preset="paper", lr=1e-3,
-                       data_dir="", fsdp=1, ckpt_every=2, seed=0, student="internvideo2")
+  a = common.parse_arg(
+    arg,
+    mode="finetune",
+    steps=4,
+    batch_size=8,
+    preset="paper",
+    lr=1e-3,
+    data_dir="",
+    fsdp=1,
+    ckpt_every=2,
+    seed=0,
+    student="internvideo2",
+  )
   c = common.base(a.mode, total_steps=a.steps, batch_size=a.batch_size)
   c.seed = a.seed
   c.compute_dtype = "float32"
@@ -21,19 +32,27 @@ def get_config(arg=None):
   c.ckpt_every = a.ckpt_every
   c.keep_best = False
   c.mesh.fsdp = a.fsdp
-  view = common.internvideo2_view(num_frames=2, crop_size=28, resize_short=None, test_clips=1,
-                                  test_crops=1, flip=False)
+  view = common.internvideo2_view(
+    num_frames=2, crop_size=28, resize_short=None, test_clips=1, test_crops=1, flip=False
+  )
   views = {"video": view}
   if a.student == "fastvqa":
     # FAST-VQA fragments scaled to the tiny Swin: 3x3 grid of 16 px patches, 8 frames.
-    views["fragments"] = dict(recipe="fastvqa", variant="fast_vqa_b", overrides=dict(
-        fragments=3, fsize=16, aligned=8, clip_len=8, num_clips_test=1, test_sampling="center"))
-  c.data = common.data("synthetic", views, data_dir=a.data_dir, build=True, workers=0,
-                       eval_batch_size=8)
+    views["fragments"] = dict(
+      recipe="fastvqa",
+      variant="fast_vqa_b",
+      overrides=dict(
+        fragments=3, fsize=16, aligned=8, clip_len=8, num_clips_test=1, test_sampling="center"
+      ),
+    )
+  c.data = common.data(
+    "synthetic", views, data_dir=a.data_dir, build=True, workers=0, eval_batch_size=8
+  )
   c.data.dataset = "synthetic_compressed/tiny"
   opt = common.adamw(a.lr, warmup_steps=1, min_lr=a.lr / 10, warmup_lr=0.0)
-  model = lambda dims, **kw: common.model("internvideo2", "tiny", num_frames=2, img_size=28,
-                                          **dims, **kw)
+  model = lambda dims, **kw: common.model(
+    "internvideo2", "tiny", num_frames=2, img_size=28, **dims, **kw
+  )
   if a.mode == "finetune":
     c.model = model(STUDENT)
   else:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-FULL_SPLIT = 'full'
+FULL_SPLIT = "full"
 
 
 class DatasetBuildError(ValueError):
@@ -31,30 +31,32 @@ class DatasetBuildError(ValueError):
   def __init__(self, dataset: str, problems: list[str]):
     self.dataset = dataset
     self.problems = list(problems)
-    listing = '\n'.join(f'  - {p}' for p in self.problems)
-    super().__init__(f'{dataset}: {len(self.problems)} problem(s) found while preparing the '
-                     f'dataset; nothing was written:\n{listing}')
+    listing = "\n".join(f"  - {p}" for p in self.problems)
+    super().__init__(
+      f"{dataset}: {len(self.problems)} problem(s) found while preparing the "
+      f"dataset; nothing was written:\n{listing}"
+    )
 
 
 def common_features(**extra: tfds.features.FeatureConnector) -> tfds.features.FeaturesDict:
   """Fields every builder writes, plus dataset-specific ones. Only TF-free feature types."""
   features = {
-      'dataset': tfds.features.Text(),  # builder name, e.g. 'bvi_hd': lets mixed sources tell apart
-      'video_id': tfds.features.Text(),
-      'source': tfds.features.Text(),  # pristine content name: the unit of content-disjoint splits
-      'path': tfds.features.Text(),  # absolute path of the video file ('' when bytes are embedded)
-      'score': tfds.features.Scalar(np.float32),  # as in the score file: MOS or DMOS, unscaled
-      'score_kind': tfds.features.Text(),  # 'mos' (higher is better) or 'dmos' (higher is worse)
-      'num_frames': tfds.features.Scalar(np.int32),
-      'fps': tfds.features.Scalar(np.float32),
-      'width': tfds.features.Scalar(np.int32),
-      'height': tfds.features.Scalar(np.int32),
-      'bit_depth': tfds.features.Scalar(np.int32),
-      'codec': tfds.features.Text(),  # codec of the stored file ('rawvideo' for .yuv)
-      # The compression that made the distortion and its level (QP / CRF / level index), both as
-      # the dataset names and numbers them.
-      'encoder': tfds.features.Text(),
-      'level': tfds.features.Scalar(np.int32),
+    "dataset": tfds.features.Text(),  # builder name, e.g. 'bvi_hd': lets mixed sources tell apart
+    "video_id": tfds.features.Text(),
+    "source": tfds.features.Text(),  # pristine content name: the unit of content-disjoint splits
+    "path": tfds.features.Text(),  # absolute path of the video file ('' when bytes are embedded)
+    "score": tfds.features.Scalar(np.float32),  # as in the score file: MOS or DMOS, unscaled
+    "score_kind": tfds.features.Text(),  # 'mos' (higher is better) or 'dmos' (higher is worse)
+    "num_frames": tfds.features.Scalar(np.int32),
+    "fps": tfds.features.Scalar(np.float32),
+    "width": tfds.features.Scalar(np.int32),
+    "height": tfds.features.Scalar(np.int32),
+    "bit_depth": tfds.features.Scalar(np.int32),
+    "codec": tfds.features.Text(),  # codec of the stored file ('rawvideo' for .yuv)
+    # The compression that made the distortion and its level (QP / CRF / level index), both as
+    # the dataset names and numbers them.
+    "encoder": tfds.features.Text(),
+    "level": tfds.features.Scalar(np.int32),
   }
   features.update(extra)
   return tfds.features.FeaturesDict(features)
@@ -66,8 +68,9 @@ def manual_dir_or_raise(dl_manager, dataset: str, instructions: str):
     return dl_manager.manual_dir
   except AssertionError as e:
     raise FileNotFoundError(
-        f'{dataset} is a manual-download dataset and its manual directory is missing or empty '
-        f'({e.__class__.__name__}: {str(e).splitlines()[0]}).\n{instructions}') from None
+      f"{dataset} is a manual-download dataset and its manual directory is missing or empty "
+      f"({e.__class__.__name__}: {str(e).splitlines()[0]}).\n{instructions}"
+    ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,20 +86,27 @@ class VideoMeta:
 def inspect_container_video(path: str) -> VideoMeta:
   """Probes a container file and decodes its first frame; raises with the decoder's reason."""
   from internvqa_jax.data import decode  # pylint: disable=g-import-not-at-top
+
   info = decode.probe(path)
   frames = decode.read_frames(path, [0])
   if frames.shape[0] != 1:
-    raise ValueError(f'first frame: decoder returned {frames.shape[0]} frames')
-  return VideoMeta(num_frames=int(info.num_frames), fps=float(info.fps), width=int(info.width),
-                   height=int(info.height), bit_depth=int(info.bit_depth),
-                   codec=canonical_codec(str(info.codec)))
+    raise ValueError(f"first frame: decoder returned {frames.shape[0]} frames")
+  return VideoMeta(
+    num_frames=int(info.num_frames),
+    fps=float(info.fps),
+    width=int(info.width),
+    height=int(info.height),
+    bit_depth=int(info.bit_depth),
+    codec=canonical_codec(str(info.codec)),
+  )
 
 
 def canonical_codec(decoder_name: str) -> str:
   """The bitstream's codec name for a decoder name: 'libdav1d' -> 'av1', 'h264' -> 'h264'."""
   import av  # pylint: disable=g-import-not-at-top
+
   try:
-    return av.codec.Codec(decoder_name, 'r').canonical_name
+    return av.codec.Codec(decoder_name, "r").canonical_name
   except Exception:  # pylint: disable=broad-except  # not a decoder name: keep it as given
     return decoder_name
 
@@ -104,13 +114,20 @@ def canonical_codec(decoder_name: str) -> str:
 def inspect_raw_yuv(path: str, width: int, height: int, fps: float, bit_depth: int) -> VideoMeta:
   """Counts the frames of a planar 4:2:0 file from its size and decodes frame 0."""
   from internvqa_jax.data import decode  # pylint: disable=g-import-not-at-top
+
   geometry = dict(width=width, height=height, bit_depth=bit_depth, fps=fps)
   info = decode.probe(path, **geometry)
   frames = decode.read_frames(path, [0], **geometry)
   if frames.shape[0] != 1:
-    raise ValueError(f'first frame: decoder returned {frames.shape[0]} frames')
-  return VideoMeta(num_frames=int(info.num_frames), fps=float(fps), width=width, height=height,
-                   bit_depth=bit_depth, codec='rawvideo')
+    raise ValueError(f"first frame: decoder returned {frames.shape[0]} frames")
+  return VideoMeta(
+    num_frames=int(info.num_frames),
+    fps=float(fps),
+    width=width,
+    height=height,
+    bit_depth=bit_depth,
+    codec="rawvideo",
+  )
 
 
 def check_files(entries: list[dict[str, Any]], inspect) -> tuple[list[dict[str, Any]], list[str]]:
@@ -122,21 +139,22 @@ def check_files(entries: list[dict[str, Any]], inspect) -> tuple[list[dict[str, 
   """
   records, problems = [], []
   for entry in entries:
-    path = entry['path']
+    path = entry["path"]
     if not os.path.isfile(path):
-      problems.append(f'{path}: missing (listed for {entry["video_id"]})')
+      problems.append(f"{path}: missing (listed for {entry['video_id']})")
       continue
     try:
       meta = inspect(entry)
     except Exception as e:  # pylint: disable=broad-except  # report every failure, skip none
-      problems.append(f'{path}: cannot decode first frame: {e.__class__.__name__}: {e}')
+      problems.append(f"{path}: cannot decode first frame: {e.__class__.__name__}: {e}")
       continue
     records.append({**entry, **dataclasses.asdict(meta)})
   return records, problems
 
 
-def checked_manual_records(dl_manager, name: str, instructions: str, config, list_entries,
-                           inspect) -> list[dict]:
+def checked_manual_records(
+  dl_manager, name: str, instructions: str, config, list_entries, inspect
+) -> list[dict]:
   """The records of a manually downloaded dataset, or one error listing every problem.
 
   `list_entries(manual_dir, config) -> (entries, problems)` reads the score file and expected

@@ -22,16 +22,44 @@ import tensorflow_datasets as tfds
 from internvqa_jax.data import builders as common
 from internvqa_jax.data import yuv
 
-SCORE_FILE = 'BVIHD.txt'
-SCORE_COLUMNS = ('original_name', 'name', 'dmos', 'encoder', 'distortion_level')
+SCORE_FILE = "BVIHD.txt"
+SCORE_COLUMNS = ("original_name", "name", "dmos", "encoder", "distortion_level")
 
 # The 32 BVI-HD source names (file-name prefixes), as used by the dataset's file names.
 SOURCES = (
-    'BallUnderWater', 'Bookcase', 'Boxing', 'BricksLeaves', 'BridgeRiver', 'BubblesPitcher',
-    'CalmingWater', 'CarpetCircleFast', 'CloudsZoom', 'Diver', 'DiverFishAndRock', 'FishAndRock',
-    'Fountain', 'Grass', 'Hamster', 'KineticFastPainting', 'Lightreef', 'MartialArts', 'Music',
-    'PaintingTilting', 'ParkPlay', 'PlasmaAveragePan', 'PlasmaSlowRandom', 'RockWater', 'RockWave',
-    'Rowing', 'SmokeGuns', 'Surfers', 'Toys', 'TreeGrassFamily', 'TreeTrunk', 'Typing')
+  "BallUnderWater",
+  "Bookcase",
+  "Boxing",
+  "BricksLeaves",
+  "BridgeRiver",
+  "BubblesPitcher",
+  "CalmingWater",
+  "CarpetCircleFast",
+  "CloudsZoom",
+  "Diver",
+  "DiverFishAndRock",
+  "FishAndRock",
+  "Fountain",
+  "Grass",
+  "Hamster",
+  "KineticFastPainting",
+  "Lightreef",
+  "MartialArts",
+  "Music",
+  "PaintingTilting",
+  "ParkPlay",
+  "PlasmaAveragePan",
+  "PlasmaSlowRandom",
+  "RockWater",
+  "RockWave",
+  "Rowing",
+  "SmokeGuns",
+  "Surfers",
+  "Toys",
+  "TreeGrassFamily",
+  "TreeTrunk",
+  "Typing",
+)
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 BVI-HD (32 sources x 12 distorted 1920x1080 sequences: 6 HEVC QPs + 6 HEVC with synthesis mode;
@@ -52,7 +80,7 @@ Expected layout:
 Then: python -c "from internvqa_jax.data import sources; sources.build('bvi_hd', DATA_DIR, manual_dir=MANUAL_DIR)"
 """
 
-_INTEGER = re.compile(r'-?\d+')
+_INTEGER = re.compile(r"-?\d+")
 
 
 @dataclasses.dataclass(eq=False)
@@ -66,18 +94,18 @@ def parse_geometry(*names: str) -> tuple[int, int, float, int]:
   """(width, height, fps, bit_depth) from the first name with a `<W>x<H>` field (yuv.py's rules)."""
   for name in names:
     fields = yuv.parse_yuv_name(name)
-    if 'width' in fields:
-      if 'fps' not in fields:
+    if "width" in fields:
+      if "fps" not in fields:
         raise ValueError(f'no "<fps>fps" field in file name {name!r}')
-      return fields['width'], fields['height'], fields['fps'], fields.get('bit_depth', 8)
+      return fields["width"], fields["height"], fields["fps"], fields.get("bit_depth", 8)
   raise ValueError(f'no "<W>x<H>" field in file name(s) {list(names)}')
 
 
 def _split_row(line: str) -> list[str]:
-  if ',' in line:
-    return [f.strip() for f in line.split(',')]
-  if '\t' in line:
-    return [f.strip() for f in line.split('\t')]
+  if "," in line:
+    return [f.strip() for f in line.split(",")]
+  if "\t" in line:
+    return [f.strip() for f in line.split("\t")]
   return line.split()
 
 
@@ -95,111 +123,133 @@ def parse_score_file(path: str) -> tuple[list[dict[str, str]], list[str]]:
   The first line is a header iff its dmos field is not a number; a header also fixes column order.
   """
   rows, problems = [], []
-  with open(path, encoding='utf-8-sig') as f:
+  with open(path, encoding="utf-8-sig") as f:
     lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
   columns = list(SCORE_COLUMNS)
   if lines:
     first = _split_row(lines[0][1])
-    dmos_pos = SCORE_COLUMNS.index('dmos')
+    dmos_pos = SCORE_COLUMNS.index("dmos")
     if len(first) < len(SCORE_COLUMNS) or not _is_number(first[dmos_pos]):
       names = [c.lower() for c in first]
       if sorted(names) == sorted(SCORE_COLUMNS):
         columns = names
       elif len(first) != len(SCORE_COLUMNS):
-        problems.append(f'{path}:{lines[0][0]}: header {first} is not the expected columns '
-                        f'{list(SCORE_COLUMNS)}')
+        problems.append(
+          f"{path}:{lines[0][0]}: header {first} is not the expected columns {list(SCORE_COLUMNS)}"
+        )
       lines = lines[1:]
   for lineno, line in lines:
     fields = _split_row(line)
     if len(fields) != len(columns):
-      problems.append(f'{path}:{lineno}: expected {len(columns)} fields {columns}, got {fields}')
+      problems.append(f"{path}:{lineno}: expected {len(columns)} fields {columns}, got {fields}")
       continue
     row = dict(zip(columns, fields))
-    if not _is_number(row['dmos']):
-      problems.append(f'{path}:{lineno}: dmos {row["dmos"]!r} is not a number')
+    if not _is_number(row["dmos"]):
+      problems.append(f"{path}:{lineno}: dmos {row['dmos']!r} is not a number")
       continue
-    row['lineno'] = str(lineno)
+    row["lineno"] = str(lineno)
     rows.append(row)
   return rows, problems
 
 
 def source_of(original_name: str) -> str:
   """'Boxing_1920x1080_30fps.yuv' (or a path to it) -> 'Boxing'."""
-  return os.path.basename(original_name).split('_')[0].split('.')[0]
+  return os.path.basename(original_name).split("_")[0].split(".")[0]
 
 
 def list_entries(manual_dir: str, config: BviHdConfig) -> tuple[list[dict], list[str]]:
   """Parses the score table into file entries and checks the source x distortion counts."""
   score_path = os.path.join(manual_dir, SCORE_FILE)
   if not os.path.isfile(score_path):
-    return [], [f'{score_path}: score table missing (see the manual download instructions)']
+    return [], [f"{score_path}: score table missing (see the manual download instructions)"]
   rows, problems = parse_score_file(score_path)
   entries, per_source, seen = [], collections.Counter(), set()
   for row in rows:
-    where = f'{score_path}:{row["lineno"]}'
-    source = source_of(row['original_name'])
+    where = f"{score_path}:{row['lineno']}"
+    source = source_of(row["original_name"])
     if source not in config.sources:
-      problems.append(f'{where}: source {source!r} (from {row["original_name"]!r}) is not one of '
-                      f'the expected {len(config.sources)} BVI-HD sources')
+      problems.append(
+        f"{where}: source {source!r} (from {row['original_name']!r}) is not one of "
+        f"the expected {len(config.sources)} BVI-HD sources"
+      )
       continue
-    level = _INTEGER.fullmatch(row['distortion_level'].upper().removeprefix('QP'))
+    level = _INTEGER.fullmatch(row["distortion_level"].upper().removeprefix("QP"))
     if not level:
-      problems.append(f'{where}: distortion_level {row["distortion_level"]!r} is not an integer')
+      problems.append(f"{where}: distortion_level {row['distortion_level']!r} is not an integer")
       continue
-    name = row['name'] if os.path.splitext(row['name'])[1] else row['name'] + '.yuv'
+    name = row["name"] if os.path.splitext(row["name"])[1] else row["name"] + ".yuv"
     try:
-      width, height, fps, bit_depth = parse_geometry(name, row['original_name'])
+      width, height, fps, bit_depth = parse_geometry(name, row["original_name"])
     except ValueError as e:
-      problems.append(f'{where}: {e}')
+      problems.append(f"{where}: {e}")
       continue
-    video_id = f'{row["encoder"]}/{os.path.splitext(name)[0]}'
+    video_id = f"{row['encoder']}/{os.path.splitext(name)[0]}"
     if video_id in seen:
-      problems.append(f'{where}: duplicate row for {video_id}')
+      problems.append(f"{where}: duplicate row for {video_id}")
       continue
     seen.add(video_id)
     per_source[source] += 1
-    entries.append({
-        'dataset': 'bvi_hd', 'video_id': video_id, 'source': source,
-        'path': os.path.abspath(os.path.join(manual_dir, row['encoder'], name)),
-        'score': float(row['dmos']), 'score_kind': 'dmos', 'encoder': row['encoder'],
-        'level': int(level.group(0)),
-        '_geometry': (width, height, fps, bit_depth)})
+    entries.append(
+      {
+        "dataset": "bvi_hd",
+        "video_id": video_id,
+        "source": source,
+        "path": os.path.abspath(os.path.join(manual_dir, row["encoder"], name)),
+        "score": float(row["dmos"]),
+        "score_kind": "dmos",
+        "encoder": row["encoder"],
+        "level": int(level.group(0)),
+        "_geometry": (width, height, fps, bit_depth),
+      }
+    )
   for source in config.sources:
     if per_source[source] != config.distortions_per_source:
-      problems.append(f'{score_path}: source {source} has {per_source[source]} rows, expected '
-                      f'{config.distortions_per_source}')
+      problems.append(
+        f"{score_path}: source {source} has {per_source[source]} rows, expected "
+        f"{config.distortions_per_source}"
+      )
   return entries, problems
 
 
 def _inspect(entry: dict) -> common.VideoMeta:
-  width, height, fps, bit_depth = entry['_geometry']
-  return common.inspect_raw_yuv(entry['path'], width, height, fps, bit_depth)
+  width, height, fps, bit_depth = entry["_geometry"]
+  return common.inspect_raw_yuv(entry["path"], width, height, fps, bit_depth)
 
 
 class BviHd(tfds.core.GeneratorBasedBuilder):
   """BVI-HD distorted sequences (raw yuv420p on disk) with their DMOS."""
 
-  name = 'bvi_hd'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  name = "bvi_hd"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-  BUILDER_CONFIGS = [BviHdConfig(name='default', description='All 32 sources x 12 sequences.')]
-  DEFAULT_CONFIG_NAME = 'default'
+  BUILDER_CONFIGS = [BviHdConfig(name="default", description="All 32 sources x 12 sequences.")]
+  DEFAULT_CONFIG_NAME = "default"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, features=common.common_features(),
-        homepage='https://fan-aaron-zhang.github.io/BVI-HD/', disable_shuffling=True,
-        citation='Zhang, Moss, Baddeley, Bull. BVI-HD: A Video Quality Database for HEVC Compressed '
-                 'and Texture Synthesised Content. IEEE TMM 20(10):2620-2630, 2018.')
+      builder=self,
+      description=__doc__,
+      features=common.common_features(),
+      homepage="https://fan-aaron-zhang.github.io/BVI-HD/",
+      disable_shuffling=True,
+      citation="Zhang, Moss, Baddeley, Bull. BVI-HD: A Video Quality Database for HEVC Compressed "
+      "and Texture Synthesised Content. IEEE TMM 20(10):2620-2630, 2018.",
+    )
 
   def _split_generators(self, dl_manager):
-    records = common.checked_manual_records(dl_manager, self.name, MANUAL_DOWNLOAD_INSTRUCTIONS,
-                                            self.builder_config, list_entries, _inspect)
+    records = common.checked_manual_records(
+      dl_manager,
+      self.name,
+      MANUAL_DOWNLOAD_INSTRUCTIONS,
+      self.builder_config,
+      list_entries,
+      _inspect,
+    )
     return {common.FULL_SPLIT: self._generate_examples(records)}
 
   def _generate_examples(self, records):
-    for record in sorted(records, key=lambda r: r['video_id']):
+    for record in sorted(records, key=lambda r: r["video_id"]):
       record = dict(record)
-      del record['_geometry']
-      yield record['video_id'], record
+      del record["_geometry"]
+      yield record["video_id"], record

@@ -25,11 +25,11 @@ from internvqa_jax.data import synthetic_video
 from internvqa_jax.data.builders import FULL_SPLIT, common_features
 
 _DEFAULT_LEVELS = (
-    ('libx264', (18, 26, 34, 42, 51)),
-    ('libx265', (18, 26, 34, 42, 51)),
-    # libvpx/SVT-AV1 CRF scales are 0-63 and gentler per step: spread further for similar PSNRs.
-    ('libvpx-vp9', (16, 32, 44, 54, 63)),
-    ('libsvtav1', (16, 32, 44, 54, 63)),
+  ("libx264", (18, 26, 34, 42, 51)),
+  ("libx265", (18, 26, 34, 42, 51)),
+  # libvpx/SVT-AV1 CRF scales are 0-63 and gentler per step: spread further for similar PSNRs.
+  ("libvpx-vp9", (16, 32, 44, 54, 63)),
+  ("libsvtav1", (16, 32, 44, 54, 63)),
 )
 
 
@@ -46,47 +46,57 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 
   @property
   def num_clips(self) -> int:
-    return (len(self.sources) * len(self.resolutions) *
-            sum(len(levels) for _, levels in self.encoder_levels))
+    return (
+      len(self.sources)
+      * len(self.resolutions)
+      * sum(len(levels) for _, levels in self.encoder_levels)
+    )
 
 
 DEFAULT_CONFIG = SyntheticConfig(
-    name='default',
-    description='16 sources x 3 resolutions x 4 encoders x 5 CRFs, 24 frames at 24 fps.')
+  name="default",
+  description="16 sources x 3 resolutions x 4 encoders x 5 CRFs, 24 frames at 24 fps.",
+)
 TINY_CONFIG = SyntheticConfig(
-    name='tiny',
-    description='Test-size: 2 sources x 2 resolutions x 4 encoders x 2 CRFs, 16 frames.',
-    sources=('astronaut', 'coffee'), resolutions=((64, 48), (96, 72)),
-    encoder_levels=(('libx264', (20, 46)), ('libx265', (20, 46)), ('libvpx-vp9', (20, 63)),
-                    ('libsvtav1', (20, 63))),
-    num_frames=16)
+  name="tiny",
+  description="Test-size: 2 sources x 2 resolutions x 4 encoders x 2 CRFs, 16 frames.",
+  sources=("astronaut", "coffee"),
+  resolutions=((64, 48), (96, 72)),
+  encoder_levels=(
+    ("libx264", (20, 46)),
+    ("libx265", (20, 46)),
+    ("libvpx-vp9", (20, 63)),
+    ("libsvtav1", (20, 63)),
+  ),
+  num_frames=16,
+)
 
 
 class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
   """Camera-motion clips of bundled photographs, really encoded, labelled by full-reference DSNR."""
 
-  name = 'synthetic_compressed'
-  VERSION = tfds.core.Version('2.0.0')
+  name = "synthetic_compressed"
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
-      '1.0.0': 'First release.',
-      '2.0.0': 'Label = luma detail-to-error ratio (was YUV-PSNR); 8 greyscale sources added; '
-               'one camera path per resolution; resolutions 64x48, 96x72, 128x96 (were 2x).',
+    "1.0.0": "First release.",
+    "2.0.0": "Label = luma detail-to-error ratio (was YUV-PSNR); 8 greyscale sources added; "
+    "one camera path per resolution; resolutions 64x48, 96x72, 128x96 (were 2x).",
   }
   BUILDER_CONFIGS = [DEFAULT_CONFIG, TINY_CONFIG]
-  DEFAULT_CONFIG_NAME = 'default'
+  DEFAULT_CONFIG_NAME = "default"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=common_features(
-            video_bytes=tfds.features.Tensor(shape=(), dtype=np.object_),  # the MP4 file
-            dsnr=tfds.features.Scalar(np.float32),  # detail-to-error ratio (dB) behind the score
-            psnr=tfds.features.Scalar(np.float32),  # YUV-PSNR (dB), for reference
-        ),
-        # Keep generation order (sorted by source, resolution, encoder, level): indices are stable
-        # and readable, and splits select by source anyway.
-        disable_shuffling=True,
+      builder=self,
+      description=__doc__,
+      features=common_features(
+        video_bytes=tfds.features.Tensor(shape=(), dtype=np.object_),  # the MP4 file
+        dsnr=tfds.features.Scalar(np.float32),  # detail-to-error ratio (dB) behind the score
+        psnr=tfds.features.Scalar(np.float32),  # YUV-PSNR (dB), for reference
+      ),
+      # Keep generation order (sorted by source, resolution, encoder, level): indices are stable
+      # and readable, and splits select by source anyway.
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):
@@ -103,33 +113,39 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
         # Each resolution films its own region of the photograph: more distinct content per source
         # (the split unit stays the photograph).
         path = synthetic_video.random_camera_path(
-            synthetic_video.source_seed(f'{source}@{width}x{height}', config.seed), image.shape[:2],
-            width / height)
+          synthetic_video.source_seed(f"{source}@{width}x{height}", config.seed),
+          image.shape[:2],
+          width / height,
+        )
         pristine = synthetic_video.to_yuv420p(
-            synthetic_video.render_clip(image, path, width, height, config.num_frames))
+          synthetic_video.render_clip(image, path, width, height, config.num_frames)
+        )
         for encoder, levels in config.encoder_levels:
           spec = synthetic_video.ENCODERS[encoder]
           for level in levels:
             data = synthetic_video.encode_clip(pristine, encoder, level, config.fps)
             decoded = synthetic_video.decode_yuv420p(data, config.num_frames)
             dsnr = synthetic_video.detail_snr(decoded, pristine)
-            video_id = f'{source}_{width}x{height}_{encoder}_{spec.quality_option}{level}'
-            yield video_id, {
-                'dataset': self.name,
-                'video_id': video_id,
-                'source': source,
-                'path': '',
-                'video_bytes': data,
-                'score': synthetic_video.dsnr_to_mos(dsnr),
-                'score_kind': 'mos',
-                'num_frames': config.num_frames,
-                'fps': float(config.fps),
-                'width': width,
-                'height': height,
-                'bit_depth': 8,
-                'codec': spec.codec,
-                'encoder': encoder,
-                'level': level,
-                'dsnr': dsnr,
-                'psnr': synthetic_video.yuv_psnr(decoded, pristine),
-            }
+            video_id = f"{source}_{width}x{height}_{encoder}_{spec.quality_option}{level}"
+            yield (
+              video_id,
+              {
+                "dataset": self.name,
+                "video_id": video_id,
+                "source": source,
+                "path": "",
+                "video_bytes": data,
+                "score": synthetic_video.dsnr_to_mos(dsnr),
+                "score_kind": "mos",
+                "num_frames": config.num_frames,
+                "fps": float(config.fps),
+                "width": width,
+                "height": height,
+                "bit_depth": 8,
+                "codec": spec.codec,
+                "encoder": encoder,
+                "level": level,
+                "dsnr": dsnr,
+                "psnr": synthetic_video.yuv_psnr(decoded, pristine),
+              },
+            )

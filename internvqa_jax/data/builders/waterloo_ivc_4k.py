@@ -20,8 +20,8 @@ import tensorflow_datasets as tfds
 
 from internvqa_jax.data import builders as common
 
-SCORE_FILE = 'scores.txt'
-RESOLUTIONS = {'540p': (960, 540), '1080p': (1920, 1080), '2160p': (3840, 2160)}
+SCORE_FILE = "scores.txt"
+RESOLUTIONS = {"540p": (960, 540), "1080p": (1920, 1080), "2160p": (3840, 2160)}
 NUM_SOURCES = 20
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
@@ -42,10 +42,11 @@ Then: python -c "from internvqa_jax.data import sources; sources.build('waterloo
 @dataclasses.dataclass(eq=False)
 class WaterlooConfig(tfds.core.BuilderConfig):
   """The expected grid. `encoders=None` takes the spellings in scores.txt (must be num_encoders)."""
+
   sources: tuple[int, ...] = tuple(range(1, NUM_SOURCES + 1))
   encoders: tuple[str, ...] | None = None
   num_encoders: int = 5
-  resolutions: tuple[str, ...] = ('540p', '1080p', '2160p')
+  resolutions: tuple[str, ...] = ("540p", "1080p", "2160p")
   levels: tuple[int, ...] = (1, 2, 3, 4)
 
 
@@ -59,23 +60,31 @@ def _is_number(text: str) -> bool:
 
 def parse_score_file(path: str) -> tuple[list[dict], list[str]]:
   """Returns (rows, problems). Row keys: encoder, source (int), resolution, level (int), mos, lineno."""
-  with open(path, encoding='utf-8-sig') as f:
+  with open(path, encoding="utf-8-sig") as f:
     lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
-  if lines and not _is_number(lines[0][1].split(',')[-1].strip()):
+  if lines and not _is_number(lines[0][1].split(",")[-1].strip()):
     lines = lines[1:]  # header line: its MOS field is a column name, not a number
   rows, problems = [], []
   for lineno, line in lines:
-    fields = [f.strip() for f in line.split(',')]
+    fields = [f.strip() for f in line.split(",")]
     if len(fields) != 5:
-      problems.append(f'{path}:{lineno}: expected 5 comma-separated fields (encoder, video_number, '
-                      f'resolution, level, MOS), got {fields}')
+      problems.append(
+        f"{path}:{lineno}: expected 5 comma-separated fields (encoder, video_number, "
+        f"resolution, level, MOS), got {fields}"
+      )
       continue
     encoder, number, resolution, level, mos = fields
     try:
-      row = {'encoder': encoder, 'source': int(number), 'resolution': resolution.lower(),
-             'level': int(level), 'mos': float(mos), 'lineno': lineno}
+      row = {
+        "encoder": encoder,
+        "source": int(number),
+        "resolution": resolution.lower(),
+        "level": int(level),
+        "mos": float(mos),
+        "lineno": lineno,
+      }
     except ValueError as e:
-      problems.append(f'{path}:{lineno}: {e} in {fields}')
+      problems.append(f"{path}:{lineno}: {e} in {fields}")
       continue
     rows.append(row)
   return rows, problems
@@ -84,76 +93,102 @@ def parse_score_file(path: str) -> tuple[list[dict], list[str]]:
 def file_path(manual_dir: str, encoder: str, source: int, resolution: str, level: int) -> str:
   width, height = RESOLUTIONS[resolution]
   return os.path.abspath(
-      os.path.join(manual_dir, encoder, f'{source:02d}', f'{width}x{height}_{level}.mp4'))
+    os.path.join(manual_dir, encoder, f"{source:02d}", f"{width}x{height}_{level}.mp4")
+  )
 
 
 def list_entries(manual_dir: str, config: WaterlooConfig) -> tuple[list[dict], list[str]]:
   """Parses scores.txt into file entries; checks that the expected grid is covered exactly once."""
   score_path = os.path.join(manual_dir, SCORE_FILE)
   if not os.path.isfile(score_path):
-    return [], [f'{score_path}: score file missing (see the manual download instructions)']
+    return [], [f"{score_path}: score file missing (see the manual download instructions)"]
   rows, problems = parse_score_file(score_path)
-  encoders = config.encoders or tuple(sorted({r['encoder'] for r in rows}))
+  encoders = config.encoders or tuple(sorted({r["encoder"] for r in rows}))
   if config.encoders is None and len(encoders) != config.num_encoders:
-    problems.append(f'{score_path}: expected {config.num_encoders} encoders, found '
-                    f'{len(encoders)}: {list(encoders)}')
+    problems.append(
+      f"{score_path}: expected {config.num_encoders} encoders, found "
+      f"{len(encoders)}: {list(encoders)}"
+    )
   by_key = {}
   for row in rows:
-    where = f'{score_path}:{row["lineno"]}'
-    key = (row['encoder'], row['source'], row['resolution'], row['level'])
-    if (row['encoder'] not in encoders or row['source'] not in config.sources or
-        row['resolution'] not in config.resolutions or row['level'] not in config.levels):
-      problems.append(f'{where}: unexpected row {key}: encoders {list(encoders)}, sources '
-                      f'{list(config.sources)}, resolutions {list(config.resolutions)}, levels '
-                      f'{list(config.levels)}')
+    where = f"{score_path}:{row['lineno']}"
+    key = (row["encoder"], row["source"], row["resolution"], row["level"])
+    if (
+      row["encoder"] not in encoders
+      or row["source"] not in config.sources
+      or row["resolution"] not in config.resolutions
+      or row["level"] not in config.levels
+    ):
+      problems.append(
+        f"{where}: unexpected row {key}: encoders {list(encoders)}, sources "
+        f"{list(config.sources)}, resolutions {list(config.resolutions)}, levels "
+        f"{list(config.levels)}"
+      )
     elif key in by_key:
-      problems.append(f'{where}: duplicate row for {key} (first at line {by_key[key]["lineno"]})')
+      problems.append(f"{where}: duplicate row for {key} (first at line {by_key[key]['lineno']})")
     else:
       by_key[key] = row
   entries = []
   for key in itertools.product(encoders, config.sources, config.resolutions, config.levels):
     if key not in by_key:
-      problems.append(f'{score_path}: no score row for encoder {key[0]}, source {key[1]}, '
-                      f'{key[2]}, level {key[3]}')
+      problems.append(
+        f"{score_path}: no score row for encoder {key[0]}, source {key[1]}, "
+        f"{key[2]}, level {key[3]}"
+      )
       continue
     encoder, source, resolution, level = key
-    entries.append({
-        'dataset': 'waterloo_ivc_4k',
-        'video_id': f'{encoder}_{source:02d}_{resolution}_{level}',
-        'source': f'{source:02d}',
-        'path': file_path(manual_dir, *key),
-        'score': by_key[key]['mos'], 'score_kind': 'mos',
-        'encoder': encoder, 'level': level, 'resolution': resolution})
+    entries.append(
+      {
+        "dataset": "waterloo_ivc_4k",
+        "video_id": f"{encoder}_{source:02d}_{resolution}_{level}",
+        "source": f"{source:02d}",
+        "path": file_path(manual_dir, *key),
+        "score": by_key[key]["mos"],
+        "score_kind": "mos",
+        "encoder": encoder,
+        "level": level,
+        "resolution": resolution,
+      }
+    )
   return entries, problems
 
 
 def _inspect(entry: dict) -> common.VideoMeta:
-  return common.inspect_container_video(entry['path'])
+  return common.inspect_container_video(entry["path"])
 
 
 class WaterlooIvc4k(tfds.core.GeneratorBasedBuilder):
   """Waterloo IVC 4K compressed videos (files on disk) with their MOS."""
 
-  name = 'waterloo_ivc_4k'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  name = "waterloo_ivc_4k"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-  BUILDER_CONFIGS = [WaterlooConfig(name='default', description='All 1,200 videos.')]
-  DEFAULT_CONFIG_NAME = 'default'
+  BUILDER_CONFIGS = [WaterlooConfig(name="default", description="All 1,200 videos.")]
+  DEFAULT_CONFIG_NAME = "default"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__,
-        features=common.common_features(resolution=tfds.features.Text()),
-        homepage='https://ivc.uwaterloo.ca/database/4KVQA.html', disable_shuffling=True,
-        citation='Li, Duanmu, Liu, Wang. AVC, HEVC, VP9, AVS2 or AV1? A Comparative Study of '
-                 'State-of-the-art Video Encoders on 4K Videos. ICIAR 2019.')
+      builder=self,
+      description=__doc__,
+      features=common.common_features(resolution=tfds.features.Text()),
+      homepage="https://ivc.uwaterloo.ca/database/4KVQA.html",
+      disable_shuffling=True,
+      citation="Li, Duanmu, Liu, Wang. AVC, HEVC, VP9, AVS2 or AV1? A Comparative Study of "
+      "State-of-the-art Video Encoders on 4K Videos. ICIAR 2019.",
+    )
 
   def _split_generators(self, dl_manager):
-    records = common.checked_manual_records(dl_manager, self.name, MANUAL_DOWNLOAD_INSTRUCTIONS,
-                                            self.builder_config, list_entries, _inspect)
+    records = common.checked_manual_records(
+      dl_manager,
+      self.name,
+      MANUAL_DOWNLOAD_INSTRUCTIONS,
+      self.builder_config,
+      list_entries,
+      _inspect,
+    )
     return {common.FULL_SPLIT: self._generate_examples(records)}
 
   def _generate_examples(self, records):
-    for record in sorted(records, key=lambda r: r['video_id']):
-      yield record['video_id'], record
+    for record in sorted(records, key=lambda r: r["video_id"]):
+      yield record["video_id"], record
