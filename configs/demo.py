@@ -23,9 +23,17 @@ and 120 held-out clips of 2 photographs make SRCC noisy: with 400 steps per stag
 gave 0.50, 0.45 and 0.33.
 """
 
+import importlib.util
+import os
+
 import ml_collections as mlc
 
-from configs import common
+# configs/ is a folder of files loaded by path, not a package: load common.py from beside this file.
+_spec = importlib.util.spec_from_file_location(
+  "configs_common", os.path.join(os.path.dirname(__file__), "common.py")
+)
+common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(common)
 
 TEACHER = dict(embed_dim=96, depth=4, num_heads=4, mlp_hidden=384)
 STUDENT = dict(embed_dim=64, depth=2, num_heads=2, mlp_hidden=256)
