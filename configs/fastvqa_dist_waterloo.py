@@ -41,7 +41,7 @@ _spec.loader.exec_module(common)
 def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False, epochs=30, workers=4, preset="paper")
   batch_size = 8  # the paper's batch
-  # the authors' split trains on sources 05-20, 60 encodes each
+  # The authors' split trains on sources 05-20, 60 encodes each
   steps_per_epoch = 16 * 60 // batch_size
 
   c = common.base("distill", total_steps=arg.epochs * steps_per_epoch, batch_size=batch_size)

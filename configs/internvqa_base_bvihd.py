@@ -38,7 +38,7 @@ _spec.loader.exec_module(common)
 def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False, epochs=20, workers=4)
   batch_size = 8  # the paper's batch
-  # the authors' split trains on 26 of the 32 sources, 12 encodes each
+  # The authors' split trains on 26 of the 32 sources, 12 encodes each
   steps_per_epoch = 26 * 12 // batch_size
 
   c = common.base("finetune", total_steps=arg.epochs * steps_per_epoch, batch_size=batch_size)
