@@ -27,15 +27,9 @@ Arguments, e.g. `configs/fastvqa_dist_bvihd.py:epochs=10,workers=2`: runlocal, e
 cls_token and pos_embed, as the authors' code does).
 """
 
-import importlib.util
-import os
+from internvqa_jax.config_files import load_sibling
 
-# configs/ is a folder of files loaded by path, not a package: load common.py from beside this file.
-_spec = importlib.util.spec_from_file_location(
-  "configs_common", os.path.join(os.path.dirname(__file__), "common.py")
-)
-common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(common)
+common = load_sibling(__file__, "common")  # configs/ is loaded by path, not imported
 
 
 def get_config(arg=None):

@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from internvqa_jax import model_setup, optim, tree_paths
+from internvqa_jax import config_files, model_setup, optim, tree_paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
@@ -124,3 +124,17 @@ def test_paper_preset_trains_only_the_last_block_and_head_of_the_1b_teacher():
   assert tops == {"blocks_39", "clip_projector", "fc_norm", "head"}
   # One block (25,248,768) + attention pool (7,042,176) + fc_norm (1,536) + head (769).
   assert model_setup.count(trainable) == 25_248_768 + 7_042_176 + 1_536 + 769
+
+
+def test_load_sibling_names_the_missing_file(tmp_path):
+  cfg = tmp_path / "x.py"
+  cfg.write_text("")
+  with pytest.raises(FileNotFoundError, match=r"x\.py needs .*common\.py"):
+    config_files.load_sibling(str(cfg), "common")
+
+
+def test_load_sibling_shares_one_module_per_file(tmp_path):
+  (tmp_path / "common.py").write_text("VALUE = []\n")
+  a = config_files.load_sibling(str(tmp_path / "a.py"), "common")
+  b = config_files.load_sibling(str(tmp_path / "b.py"), "common")
+  assert a is b and a.VALUE == []

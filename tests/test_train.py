@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from internvqa_jax import sharding, train, tree_paths
+from internvqa_jax.config_files import load_by_path
 from tests.train_configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -283,8 +284,7 @@ def test_unknown_config_key_is_an_error(tmp_path):
 
 
 def test_stage_init_must_name_an_earlier_stage(tmp_path):
-  from configs import demo
-
+  demo = load_by_path(os.path.join(REPO, "configs", "demo.py"))
   c = demo.get_config("runlocal")
   with c.unlocked():
     c.stages = ["distill"]

@@ -3,9 +3,13 @@ r"""Tiny training config for the trainer's tests (synthetic_compressed/tiny, 2 s
 python -m internvqa_jax.train --config tests/train_configs/tiny.py:mode=distill,steps=4 --workdir W
 """
 
+import os
+
 import ml_collections as mlc
 
-from configs import common
+from internvqa_jax.config_files import load_by_path
+
+common = load_by_path(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "common.py"))
 
 TEACHER = dict(embed_dim=128, depth=3, num_heads=2, mlp_hidden=512)
 STUDENT = dict(embed_dim=32, depth=1, num_heads=2, mlp_hidden=64)
