@@ -159,9 +159,9 @@ def _read_ours(path, idx, threads):
 
 
 def _read_ours_cold(path, idx, threads):
-  from internvqa_jax.data import decode
+  from internvqa_jax.data import container, decode
 
-  decode._INDEX_CACHE.clear()
+  container._INDEX_CACHE.clear()
   return decode.read_frames(path, idx, threads=threads)
 
 

@@ -15,7 +15,7 @@ from videos import (  # tests/videos.py
 )
 
 from internvqa_jax.data import VideoDecodeError, VideoInfo, probe, read_frames
-from internvqa_jax.data import decode as decode_lib
+from internvqa_jax.data import container as container_lib
 from internvqa_jax.data import yuv as yuv_lib
 from internvqa_jax.data.colour import rgb_to_yuv_reference, yuv_to_rgb_reference
 
@@ -113,7 +113,7 @@ def test_threads_do_not_change_frames(videos):
 @pytest.mark.parametrize("name", ["h264_bframes_mp4", "hevc_open_gop_mkv"])
 def test_skipping_unwanted_nonref_frames_changes_no_pixel(videos, name, monkeypatch):
   fast = read_frames(videos[name], INDICES)
-  monkeypatch.setattr(decode_lib, "_SKIP_NONREF_DECODERS", frozenset())
+  monkeypatch.setattr(container_lib, "_SKIP_NONREF_DECODERS", frozenset())
   np.testing.assert_array_equal(read_frames(videos[name], INDICES), fast)
 
 
@@ -153,13 +153,13 @@ class _LateSeekContainer:
 
 def test_demuxer_overshoot_is_detected_and_retried(videos, monkeypatch):
   opened = []
-  real_open = decode_lib._open
+  real_open = container_lib._open
 
   def late_open(src):
     opened.append(_LateSeekContainer(real_open(src), 24))
     return opened[-1]
 
-  monkeypatch.setattr(decode_lib, "_open", late_open)
+  monkeypatch.setattr(container_lib, "_open", late_open)
   path = videos["hevc_open_gop_mp4"]
   assert _numbers(read_frames(path, [14])) == [14]
   assert opened[-1].seeks == 2  # landed at frame 24, retried from frame 0
@@ -168,25 +168,25 @@ def test_demuxer_overshoot_is_detected_and_retried(videos, monkeypatch):
 def test_wrong_keyframe_flags_are_harmless(videos, monkeypatch):
   # Claim every frame is a keyframe: each seek then lands on the true
   # keyframe before the target and frames are still matched by pts.
-  real_build = decode_lib._build_index
+  real_build = container_lib._build_index
 
   def every_frame_key(*args):
     index = real_build(*args)
-    return decode_lib._Index(index.num_frames, index.pts, np.arange(index.num_frames))
+    return container_lib._Index(index.num_frames, index.pts, np.arange(index.num_frames))
 
-  monkeypatch.setattr(decode_lib, "_build_index", every_frame_key)
-  monkeypatch.setattr(decode_lib, "_INDEX_CACHE", collections.OrderedDict())
+  monkeypatch.setattr(container_lib, "_build_index", every_frame_key)
+  monkeypatch.setattr(container_lib, "_INDEX_CACHE", collections.OrderedDict())
   for name in ("hevc_open_gop_mkv", "h264_bframes_mp4"):
     assert _numbers(read_frames(videos[name], INDICES)) == INDICES
 
 
 def test_plan_groups_close_targets_and_seeks_far_ones():
   keyframes = np.array([0, 12, 24, 36])
-  runs = decode_lib._plan(np.array([1, 3, 13, 14, 30, 40]), keyframes)
+  runs = container_lib._plan(np.array([1, 3, 13, 14, 30, 40]), keyframes)
   # 13 is past keyframe 12 but only 9 frames after 3: decoding on is cheaper
   # than a seek only within the slack, so it starts a new pass at 12.
   assert runs == [(0, [1, 3]), (1, [13, 14]), (2, [30]), (3, [40])]
-  assert decode_lib._plan(np.array([10, 13]), keyframes) == [(0, [10, 13])]
+  assert container_lib._plan(np.array([10, 13]), keyframes) == [(0, [10, 13])]
 
 
 def test_out_of_range_index_names_file_index_and_count(videos):
@@ -352,9 +352,6 @@ def test_yuv_read_frame_exact(vdir, bit_depth):
   )
   idx = [9, 2, 2, 0, 5]
   assert _numbers(read_frames(path, idx)) == idx
-  planes = yuv_lib.read_yuv_planes(path, [3])[0]
-  assert planes[0].shape == (48, 64) and planes[1].shape == (24, 32)
-  assert planes[0].dtype == (np.uint16 if bit_depth == 10 else np.uint8)
 
 
 def test_yuv_kwargs_override_and_colour(vdir):

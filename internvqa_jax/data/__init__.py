@@ -6,8 +6,8 @@ Imports are lazy so that `import internvqa_jax.data` does not load PyAV.
 _EXPORTS = {
   "read_frames": "internvqa_jax.data.decode",
   "probe": "internvqa_jax.data.decode",
-  "VideoInfo": "internvqa_jax.data.decode",
-  "VideoDecodeError": "internvqa_jax.data.decode",
+  "VideoInfo": "internvqa_jax.data.video_types",
+  "VideoDecodeError": "internvqa_jax.data.video_types",
 }
 
 __all__ = sorted(_EXPORTS)

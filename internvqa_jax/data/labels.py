@@ -23,13 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from internvqa_jax.config_dicts import config_dict
+from internvqa_jax.data.video_types import record_name
+
 SCORE_KINDS = ("mos", "dmos")
-
-
-def _describe(record: Mapping[str, Any]) -> str:
-  vid = record.get("video_id", "?")
-  path = record.get("path") or "<in-memory>"
-  return f"video_id={vid!r} path={path!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +42,16 @@ class LabelTransform:
 
   def __call__(self, record: Mapping[str, Any]) -> np.float32:
     if "score" not in record:
-      raise KeyError(f"record {_describe(record)} has no 'score' field")
+      raise KeyError(f"record {record_name(record)} has no 'score' field")
     try:
       score = float(record["score"])
     except (TypeError, ValueError) as e:
-      raise ValueError(f"score {record['score']!r} of {_describe(record)} is not a number") from e
+      raise ValueError(f"score {record['score']!r} of {record_name(record)} is not a number") from e
     if not math.isfinite(score):
-      raise ValueError(f"non-finite score {score} for {_describe(record)}")
+      raise ValueError(f"non-finite score {score} for {record_name(record)}")
     kind = str(record.get("score_kind", "mos")).lower()
     if kind not in SCORE_KINDS:
-      raise ValueError(f"score_kind {kind!r} of {_describe(record)} is not one of {SCORE_KINDS}")
+      raise ValueError(f"score_kind {kind!r} of {record_name(record)} is not one of {SCORE_KINDS}")
     label = score * self.scale
     if self.flip_dmos and kind == "dmos":
       label = -label
@@ -68,14 +65,8 @@ class LabelTransform:
     return y / self.scale
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-  if cfg is None:
-    return {}
-  return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)  # ConfigDict or mapping
-
-
 def _from_mapping(cfg: Mapping[str, Any] | None) -> LabelTransform:
-  cfg = _plain(cfg)
+  cfg = config_dict(cfg, "labels config")
   unknown = set(cfg) - {"scale", "flip_dmos"}
   if unknown:
     raise ValueError(f"unknown label options {sorted(unknown)}; expected 'scale', 'flip_dmos'")
@@ -103,7 +94,7 @@ class PerDatasetLabels:
       return self.per_dataset[name]
     if self.default is None:
       raise KeyError(
-        f"no label transform for {self.dataset_key}={name!r} of {_describe(record)}; "
+        f"no label transform for {self.dataset_key}={name!r} of {record_name(record)}; "
         f"configured: {sorted(self.per_dataset)} and no 'default'"
       )
     return self.default
@@ -114,10 +105,13 @@ class PerDatasetLabels:
 
 def make_label_transform(cfg: Mapping[str, Any] | None):
   """LabelTransform or PerDatasetLabels from a config mapping (module doc)."""
-  cfg = _plain(cfg)
+  cfg = config_dict(cfg, "labels config")
   if "per_dataset" not in cfg:
     return _from_mapping(cfg)
-  per = {str(k): _from_mapping(v) for k, v in _plain(cfg["per_dataset"]).items()}
+  per = {
+    str(k): _from_mapping(v)
+    for k, v in config_dict(cfg["per_dataset"], "labels per_dataset config").items()
+  }
   default = _from_mapping(cfg["default"]) if cfg.get("default") is not None else None
   unknown = set(cfg) - {"per_dataset", "default", "dataset_key"}
   if unknown:

@@ -21,9 +21,11 @@ import os
 import re
 from collections.abc import Sequence
 
+import av
 import numpy as np
 
-from internvqa_jax.data.decode import VideoDecodeError, VideoInfo, _check_indices
+from internvqa_jax.data import colour
+from internvqa_jax.data.video_types import VideoDecodeError, VideoInfo, check_indices
 
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 _FPS = re.compile(r"^(\d+(?:\.\d+)?)fps$", re.IGNORECASE)
@@ -126,40 +128,14 @@ def probe_yuv(path, *, width=None, height=None, bit_depth=None, fps=None) -> Vid
   )
 
 
-def read_yuv_planes(
-  path, indices: Sequence[int] | np.ndarray, **geometry
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """(Y, Cb, Cr) sample planes of the requested frames (no conversion)."""
-  geo = yuv_geometry(path, **geometry)
-  frames = _memmap(path, geo)
-  idx = _check_indices(indices, frames.shape[0], path)
-  w, h = geo.width, geo.height
-  ny, nc = w * h, (w // 2) * (h // 2)
-  out = []
-  for i in idx.tolist():
-    f = np.asarray(frames[i])
-    out.append(
-      (
-        f[:ny].reshape(h, w),
-        f[ny : ny + nc].reshape(h // 2, w // 2),
-        f[ny + nc :].reshape(h // 2, w // 2),
-      )
-    )
-  return out
-
-
 def read_yuv_frames(
   path, indices: Sequence[int] | np.ndarray, *, width=None, height=None, bit_depth=None, fps=None
 ) -> np.ndarray:
   """uint8 RGB (N, H, W, 3); BT.709 if height >= 720 else BT.601, limited."""
-  import av
-
-  from internvqa_jax.data import colour
-
   name = os.fspath(path)
   geo = yuv_geometry(path, width=width, height=height, bit_depth=bit_depth, fps=fps)
   frames = _memmap(path, geo)
-  idx = _check_indices(indices, frames.shape[0], path)
+  idx = check_indices(indices, frames.shape[0], path)
   if geo.bit_depth_from_default and frames.shape[0] % 2 == 0 and idx.size:
     _reject_hidden_16bit(frames, name)
   matrix = colour.choose_matrix(geo.height)
@@ -188,8 +164,6 @@ def read_yuv_frames(
 
 def _frame_from_planes(samples: np.ndarray, geo: YuvGeometry):
   """av.VideoFrame for bit depths PyAV's from_ndarray lacks (e.g. 12)."""
-  import av
-
   frame = av.VideoFrame(geo.width, geo.height, geo.pix_fmt)
   w, h = geo.width, geo.height
   flat = samples.reshape(-1)
