@@ -98,18 +98,6 @@ class Checkpointer:
   def best_step(self) -> int | None:
     return None if self.best is None else self.best.best_step()
 
-  def restore_best(self, abstract_state: Any) -> tuple[Any, dict]:
-    step = self.best_step()
-    if step is None:
-      raise FileNotFoundError("no best checkpoint has been written yet")
-    out = self.best.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-      ),
-    )
-    return out["state"], dict(out["meta"] or {})
-
   def wait(self) -> None:
     self.latest.wait_until_finished()
     if self.best is not None:

@@ -13,7 +13,7 @@ error instead of an all-gather (jax_practices spec 3.2).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -131,36 +131,6 @@ def infer_param_shardings(
   return out
 
 
-def infer_opt_state_shardings(
-  abstract_opt_state: Any, abstract_params: Mapping[str, Any], param_shardings: Mapping[str, Any]
-) -> Any:
-  """Shardings for an optax state that mirror the parameters' shardings.
-
-  A state leaf whose name ends with a parameter path (e.g. '0/mu/head/kernel'
-  for 'head/kernel') and has that parameter's shape gets the parameter's
-  sharding; anything else (step counts, scalars) is replicated. Use this when
-  the parameter rules name specific paths; with the default rules
-  `infer_param_shardings(abstract_opt_state, mesh)` gives the same result.
-  """
-  flat_shape = {p: tuple(x.shape) for p, x in tree_paths.flatten(abstract_params).items()}
-  flat_shard = tree_paths.flatten(param_shardings)
-  if set(flat_shape) != set(flat_shard):
-    raise ValueError("param_shardings does not have the paths of abstract_params")
-  mesh = next(iter(flat_shard.values())).mesh
-  replicated = NamedSharding(mesh, P())
-  # Longest parameter path first, so 'a/b/kernel' wins over 'b/kernel'.
-  by_len = sorted(flat_shape, key=len, reverse=True)
-
-  def one(keypath, leaf):
-    name = tree_paths.keypath_name(keypath)
-    for path in by_len:
-      if (name == path or name.endswith("/" + path)) and tuple(leaf.shape) == flat_shape[path]:
-        return flat_shard[path]
-    return replicated
-
-  return jax.tree_util.tree_map_with_path(one, abstract_opt_state)
-
-
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis split over ('data', 'fsdp') jointly; other axes whole."""
   _check_mesh(mesh)
@@ -213,22 +183,3 @@ def place_host_tree(tree: Any, shardings: Any) -> Any:
     return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
 
   return jax.tree.map(one, tree, shardings)
-
-
-def sharded_init(
-  init_fn: Callable[..., Any],
-  mesh: Mesh,
-  rules: Sequence[tuple[str, str]] | None,
-  *args: Any,
-  min_size: int = DEFAULT_MIN_SIZE,
-) -> Any:
-  """Runs `init_fn(*args)` under jit with out_shardings from `infer_param_shardings`.
-
-  Shapes come from jax.eval_shape, so the tree is born sharded and no
-  full-size copy lands on one device. `init_fn` should return the parameter
-  tree itself (e.g. `lambda rng: model.init(rng, x)['params']`) so that rule
-  regexes see parameter paths; non-array arguments belong in its closure.
-  """
-  abstract = jax.eval_shape(init_fn, *args)
-  shardings = infer_param_shardings(abstract, mesh, rules, min_size)
-  return jax.jit(init_fn, out_shardings=shardings)(*args)

@@ -88,26 +88,20 @@ def test_shard_shapes(mesh):
 
 
 def test_opt_state_shardings(mesh):
+  """The trainer's path: the optimizer state's shardings inferred from its own shapes."""
   params = _tree()
   abstract = jax.eval_shape(lambda: params)
-  rules = [("pos_embed", "replicate"), (".*", "fsdp")]
-  pshard = sharding.infer_param_shardings(abstract, mesh, rules, min_size=2**10)
   tx = optax.adamw(1e-3)
   abstract_state = jax.eval_shape(tx.init, abstract)
-  sshard = sharding.infer_opt_state_shardings(abstract_state, abstract, pshard)
+  sshard = sharding.infer_param_shardings(abstract_state, mesh, min_size=2**10)
   names = tree_paths.tree_names(abstract_state)
   specs = {n: s.spec for n, s in zip(jax.tree.leaves(names), jax.tree.leaves(sshard))}
   assert specs["0/mu/big/kernel"] == P(None, "fsdp") and specs["0/nu/big/kernel"] == P(None, "fsdp")
-  assert specs["0/mu/pos_embed"] == P()  # follows the param rule, not the shape
   assert specs["0/count"] == P()
   # The state is born sharded: each device holds a quarter of mu for the big kernel.
+  pshard = sharding.infer_param_shardings(abstract, mesh, min_size=2**10)
   state = jax.jit(tx.init, out_shardings=sshard)(sharding.place_host_tree(params, pshard))
   assert {s.data.shape for s in state[0].mu["big"]["kernel"].addressable_shards} == {(64, 64)}
-  # With shape-only rules, inference on the state itself agrees.
-  direct = sharding.infer_param_shardings(abstract_state, mesh, min_size=2**10)
-  pshard_default = sharding.infer_param_shardings(abstract, mesh, min_size=2**10)
-  via_params = sharding.infer_opt_state_shardings(abstract_state, abstract, pshard_default)
-  assert [s.spec for s in jax.tree.leaves(direct)] == [s.spec for s in jax.tree.leaves(via_params)]
 
 
 def _loss(params, batch):
@@ -158,22 +152,3 @@ def test_make_global_batch_errors(mesh):
     sharding.make_global_batch({"x": np.zeros((8, 2)), "y": np.zeros(4)}, mesh)
   with pytest.raises(ValueError, match="scalar"):
     sharding.make_global_batch({"x": np.float32(1.0)}, mesh)
-
-
-def test_sharded_init(mesh):
-  def init(key):
-    k1, k2 = jax.random.split(key)
-    return {
-      "big": {"kernel": jax.random.normal(k1, (64, 256))},
-      "small": {"bias": jax.random.normal(k2, (16,))},
-    }
-
-  key = jax.random.key(0)
-  params = sharding.sharded_init(init, mesh, None, key, min_size=2**10)
-  assert params["big"]["kernel"].sharding.spec == P(None, "fsdp")
-  assert params["small"]["bias"].sharding.spec == P()
-  assert {s.data.shape for s in params["big"]["kernel"].addressable_shards} == {(64, 64)}
-  ref = init(key)
-  jax.tree.map(
-    lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, ref
-  )
