@@ -76,9 +76,9 @@ def main(argv=None) -> int:
   torch.set_num_threads(threads)
   shape = tuple(a.shape) if a.shape else fastvqa.INPUT_SIZES[a.variant]
   model = fastvqa.make(a.variant, dtype=a.dtype)
-  tm = ref.randomize_(ref.FastVQARef.from_model_kwargs(model.model_kwargs()).eval(), seed=0)
+  tm = ref.randomize_(ref.FastVQARef.from_model_kwargs(fastvqa.model_kwargs(model)).eval(), seed=0)
   params = conv.torch_state_dict_to_params(
-    {k: v.numpy() for k, v in tm.state_dict().items()}, model.model_kwargs()
+    {k: v.numpy() for k, v in tm.state_dict().items()}, fastvqa.model_kwargs(model)
   )
   params = jax.device_put(params)
   x = np.random.default_rng(0).standard_normal((a.batch, 3) + shape).astype(np.float32)

@@ -158,29 +158,3 @@ def write_torch_state_dict(
     torch.save({wrapper: tensors} if wrapper else tensors, tmp)
   os.replace(tmp, path)
   return path
-
-
-def flatten_params(params: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
-  """{'a': {'b': x}} -> {'a/b': x}."""
-  out = {}
-
-  def rec(prefix, node):
-    if isinstance(node, Mapping):
-      for k, v in node.items():
-        rec(f"{prefix}{sep}{k}" if prefix else str(k), v)
-    else:
-      out[prefix] = node
-
-  rec("", params)
-  return out
-
-
-def unflatten_params(flat: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for k, v in flat.items():
-    node = out
-    parts = k.split(sep)
-    for p in parts[:-1]:
-      node = node.setdefault(p, {})
-    node[parts[-1]] = v
-  return out

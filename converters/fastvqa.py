@@ -36,6 +36,8 @@ import numpy as np
 
 from converters import common
 from converters.common import CheckpointMismatchError
+from internvqa_jax import tree_paths
+from internvqa_jax.models import checkpoint, fastvqa, swin3d
 
 WRAPPER_KEYS = ("state_dict", "model")
 STRIP_PREFIXES = ("module.",)
@@ -46,11 +48,9 @@ INFER_ORDER = ("fast_vqa_b", "faster_vqa", "faster_vqa_mt", "faster_vqa_ms", "fa
 
 
 def _variant_kwargs(variant: str | Mapping[str, Any]) -> dict[str, Any]:
-  from internvqa_jax.models import fastvqa
-
   if isinstance(variant, str):
     return fastvqa.variant_kwargs(variant)
-  return fastvqa.FastVQA.from_kwargs(**dict(variant)).model_kwargs()
+  return fastvqa.model_kwargs(fastvqa.from_kwargs(**dict(variant)))
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +159,6 @@ def _to_torch(w: np.ndarray, kind: str) -> np.ndarray:
 
 
 def recomputed_index(variant: str | Mapping[str, Any]) -> np.ndarray:
-  from internvqa_jax.models import swin3d
 
   kw = _variant_kwargs(variant)
   return swin3d.relative_position_index(tuple(kw["window_size"])).astype(np.int64)
@@ -172,8 +171,6 @@ def recomputed_index(variant: str | Mapping[str, Any]) -> np.ndarray:
 
 def resolve_variant(found: Mapping[str, tuple], variant: str | None, source: str) -> str:
   """Validates `found` {key: shape} against `variant`, or infers the variant."""
-  from internvqa_jax.models import fastvqa
-
   if variant is not None:
     if variant not in fastvqa.VARIANTS:
       raise ValueError(f"unknown FAST-VQA variant {variant!r}; known: {sorted(fastvqa.VARIANTS)}")
@@ -244,7 +241,7 @@ def torch_state_dict_to_params(
   for k in expected:
     path, kind = torch_key_to_path(k)
     flat[path] = _to_flax(np.asarray(weights[k], np.float32), kind)
-  params = common.unflatten_params(flat)
+  params = tree_paths.unflatten(flat)
   _check_against_model(params, variant)
   return params
 
@@ -254,7 +251,7 @@ def params_to_torch_state_dict(
 ) -> dict[str, np.ndarray]:
   """Flax params -> ordered {original torch key: array}, index buffers (int64) included."""
   _check_against_model(params, variant)
-  flat = common.flatten_params(params)
+  flat = tree_paths.flatten(params)
   index = recomputed_index(variant)
   out = {}
   for k in expected_torch_shapes(variant, with_index=True):
@@ -268,13 +265,11 @@ def params_to_torch_state_dict(
 
 def _check_against_model(params: Mapping[str, Any], variant: str | Mapping[str, Any]) -> None:
   """Params tree must have exactly the Flax model's paths and shapes."""
-  from internvqa_jax.models import fastvqa
-
-  model = fastvqa.FastVQA.from_kwargs(**_variant_kwargs(variant))
+  model = fastvqa.from_kwargs(**_variant_kwargs(variant))
   expected = {
-    k: tuple(v.shape) for k, v in common.flatten_params(fastvqa.abstract_params(model)).items()
+    k: tuple(v.shape) for k, v in tree_paths.flatten(fastvqa.abstract_params(model)).items()
   }
-  found = {k: tuple(np.shape(v)) for k, v in common.flatten_params(params).items()}
+  found = {k: tuple(np.shape(v)) for k, v in tree_paths.flatten(params).items()}
   common.check_keys(expected, found, "parameter tree", "Flax FastVQA model")
 
 
@@ -301,8 +296,6 @@ def convert(
   overwrite: bool = False,
 ) -> dict[str, Any]:
   """Converts `src` into a model directory `dst`; returns the written meta."""
-  from internvqa_jax.models import checkpoint, fastvqa
-
   src, dst = os.fspath(src), os.fspath(dst)
   if os.path.exists(dst) and not overwrite:
     raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -312,8 +305,8 @@ def convert(
   params = torch_state_dict_to_params(arrays, variant, src)
   model = fastvqa.make(variant)
   meta = {
-    "family": fastvqa.FastVQA.FAMILY,
-    "model_kwargs": model.model_kwargs(),
+    "family": fastvqa.NAME,
+    "model_kwargs": fastvqa.model_kwargs(model),
     "variant": variant,
     "input_size": list(fastvqa.INPUT_SIZES[variant]),
     "source": os.path.abspath(src),
@@ -331,8 +324,6 @@ def convert(
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> str:
   """Writes a converted model back as an original-layout checkpoint file."""
-  from internvqa_jax.models import checkpoint
-
   out = os.fspath(out)
   if os.path.exists(out) and not overwrite:
     raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -372,8 +363,6 @@ def _main(argv: list[str] | None = None) -> int:
     path = export(a.model_dir, a.out, overwrite=a.overwrite)
     print(f"wrote {path}")
     return 0
-  from internvqa_jax.models import fastvqa
-
   ap = argparse.ArgumentParser(
     prog="python -m converters.fastvqa",
     description="Convert a FAST-VQA/FasterVQA checkpoint to Orbax.",

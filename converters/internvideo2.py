@@ -43,6 +43,7 @@ import jax
 import numpy as np
 
 from converters import common
+from internvqa_jax import tree_paths
 from internvqa_jax.models import checkpoint, posembed
 from internvqa_jax.models import internvideo2 as iv2
 
@@ -155,8 +156,8 @@ def torch_state_dict_to_params(
   from `model_kwargs` first; a CheckpointMismatchError lists every missing,
   unexpected or wrongly shaped key with its torch and Flax names.
   """
-  model = iv2.InternVideo2.from_kwargs(**model_kwargs)
-  abstract = common.flatten_params(iv2.abstract_params(model))
+  model = iv2.from_kwargs(**model_kwargs)
+  abstract = tree_paths.flatten(iv2.abstract_params(model))
   expected = {}
   for path, leaf in abstract.items():
     key = path_to_torch_key(path)
@@ -176,13 +177,13 @@ def torch_state_dict_to_params(
   for key, value in sd.items():
     path = torch_key_to_path(key)
     flat[path] = np.ascontiguousarray(_to_flax(path, np.asarray(value, np.float32)))
-  return common.unflatten_params(flat)
+  return tree_paths.unflatten(flat)
 
 
 def params_to_torch_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Converted parameters -> float32 torch state_dict with the official key names."""
   sd = {}
-  for path, value in common.flatten_params(params).items():
+  for path, value in tree_paths.flatten(params).items():
     key = path_to_torch_key(path)
     if key is None:
       raise ValueError(f"parameter {path} has no InternVideo2 torch key")
@@ -378,7 +379,7 @@ def convert(
   params = torch_state_dict_to_params(sd, kwargs)  # Validates everything before writing.
 
   meta = {
-    "family": iv2.InternVideo2.FAMILY,
+    "family": iv2.NAME,
     "model_kwargs": kwargs,
     "variant": variant,
     "num_frames": t1,
@@ -455,7 +456,7 @@ def export(
   if os.path.exists(out_path) and not overwrite:
     raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it")
   params, meta = checkpoint.load_params(src_dir)
-  if meta.get("family") != iv2.InternVideo2.FAMILY:
+  if meta.get("family") != iv2.NAME:
     raise ValueError(f"{src_dir} holds a {meta.get('family')!r} model, not internvideo2")
   return common.write_torch_state_dict(out_path, params_to_torch_state_dict(params), wrapper)
 

@@ -22,8 +22,12 @@ import copy
 import os
 from collections.abc import Callable
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
+from internvqa_jax import sharding
+from internvqa_jax.config_dicts import config_dict
 from internvqa_jax.data import pipeline, sources
 
 
@@ -41,8 +45,6 @@ def _is_built(name: str, data_dir: str) -> bool:
 
 def prepare(dcfg, log: Callable[..., None] = print) -> str:
   """Builds the dataset if asked and needed (process 0 only, others wait); returns data_dir."""
-  import jax
-
   data_dir = dcfg.get("data_dir") or default_data_dir()
   if not _is_built(dcfg.dataset, data_dir):
     if not dcfg.get("build", False):
@@ -55,8 +57,6 @@ def prepare(dcfg, log: Callable[..., None] = print) -> str:
       log(f"building {dcfg.dataset} under {data_dir} ...")
       sources.build(dcfg.dataset, data_dir, manual_dir=dcfg.get("manual_dir") or None)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
     multihost_utils.sync_global_devices("internvqa_dataset_built")
   return data_dir
 
@@ -65,8 +65,6 @@ class Data:
   """Train iterator, per-view eval batches and global-batch assembly for one run."""
 
   def __init__(self, config, log: Callable[..., None] = print):
-    import jax
-
     dcfg = config.data
     self.config = config
     data_dir = prepare(dcfg, log)
@@ -75,9 +73,7 @@ class Data:
       f"data: {dcfg.dataset} split {dcfg.split!r}: {len(self.train_records)} train / "
       f"{len(self.eval_records)} eval videos ({data_dir})"
     )
-    self.pipeline_cfg = (
-      dcfg.pipeline.to_dict() if hasattr(dcfg.pipeline, "to_dict") else dict(dcfg.pipeline)
-    )
+    self.pipeline_cfg = config_dict(dcfg.pipeline, "config.data.pipeline")
     self.views = dict(self.pipeline_cfg.get("views") or pipeline.DEFAULT_VIEWS)
     self.model_views = sorted({config[r].get("view", "video") for r in _roles(config)})
     missing = [v for v in self.model_views if v not in self.views]
@@ -101,9 +97,9 @@ class Data:
       self.train_records, cfg, global_batch_size=self.config.batch_size, seed=self.seed
     )
 
-  def eval_batches(self, view: str):
+  def eval_batches(self, view_name: str):
     cfg = copy.deepcopy(self.pipeline_cfg)
-    cfg["views"] = {view: self.views[view]}
+    cfg["views"] = {view_name: self.views[view_name]}
     cfg.pop("skip_bad_videos", None)
     cfg.pop("bad_videos_log", None)
     return pipeline.make_eval_batches(
@@ -111,8 +107,6 @@ class Data:
     )
 
   def global_batch(self, batch: dict[str, np.ndarray], mesh, keys: list[str] | None = None):
-    from internvqa_jax import sharding
-
     keys = keys or [*self.model_views, "label"]
     return sharding.make_global_batch({k: batch[k] for k in keys}, mesh)
 

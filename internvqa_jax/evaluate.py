@@ -1,7 +1,7 @@
-"""Evaluation with multi-view averaging: every view is scored, views are averaged per video.
+"""Evaluation: every eval example of a video is scored, the scores are averaged per video.
 
 `evaluate_model` runs a jitted predict function over one view's eval batches
-(internvqa_jax.data.pipeline.make_eval_batches), gathers the per-view scores
+(internvqa_jax.data.pipeline.make_eval_batches), gathers the per-example scores
 of all hosts, drops padding (`mask`), averages per video (`index`) and
 computes SRCC, KRCC, PLCC (raw and after the 4-parameter logistic) and RMSE.
 """
@@ -11,30 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from internvqa_jax import metrics as metrics_lib
 
 
 def _gather(x: np.ndarray) -> np.ndarray:
   """Concatenates a per-process host array over processes (process order)."""
-  import jax
-
   if jax.process_count() == 1:
     return np.asarray(x)
-  from jax.experimental import multihost_utils
-
   return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True))
 
 
 def _global_values(x) -> np.ndarray:
   """A batch-sharded jax.Array -> numpy values of the whole global batch."""
-  import jax
-
   if getattr(x, "is_fully_addressable", True):
     return np.asarray(jax.device_get(x))
-  from jax.experimental import multihost_utils
-
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 

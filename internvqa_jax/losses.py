@@ -121,6 +121,18 @@ def fastvqa_loss(
   return plcc_loss(pred, target) + rank_weight * rank_loss(pred, target)
 
 
+SCORE_LOSSES = ("l2", "fastvqa")
+
+
+def score_loss(kind: str, pred: jax.Array, target: jax.Array) -> jax.Array:
+  """The score loss named by `kind`: 'l2' (mse) or 'fastvqa' (plcc + 0.3 rank)."""
+  if kind == "l2":
+    return mse(pred, target)
+  if kind == "fastvqa":
+    return fastvqa_loss(pred, target)
+  raise ValueError(f"loss.kind must be one of {SCORE_LOSSES}, got {kind!r}")
+
+
 def distill_loss(
   student_score: jax.Array,
   teacher_score: jax.Array,
@@ -128,26 +140,28 @@ def distill_loss(
   teacher_feat: jax.Array,
   target: jax.Array,
   *,
+  kind: str = "l2",
   student_weight: float = 1.0,
   teacher_weight: float = 1.0,
   feature_weight: float = 1.0,
   beta: float = 2.0,
   teacher_grad: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """InternVQA total: w_s L2(student) + w_t L2(teacher) + w_f SmoothL1(features).
+  """InternVQA total: w_t S(teacher) + w_s S(student) + w_f SmoothL1(features),
+  S the score loss `kind` (L2 in the paper).
 
   Scores are (B,) or (B, 1); returns (total, {'student', 'teacher', 'feature'}).
   """
   s, t = _scores("distill_loss(student)", student_score, target)
   tc, _ = _scores("distill_loss(teacher)", teacher_score, target)
   parts = {
-    "student": mse(s, t),
-    "teacher": mse(tc, t),
+    "student": score_loss(kind, s, t),
+    "teacher": score_loss(kind, tc, t),
     "feature": feature_distill_loss(student_feat, teacher_feat, beta, teacher_grad),
   }
   total = (
-    student_weight * parts["student"]
-    + teacher_weight * parts["teacher"]
+    teacher_weight * parts["teacher"]
+    + student_weight * parts["student"]
     + feature_weight * parts["feature"]
   )
   return total, parts

@@ -214,17 +214,17 @@ def evaluate(
 
 
 def aggregate_by_video(
-  video_ids: Sequence[Any], scores: Any, mask: Any = None, *, expected_views: int | None = None
+  video_ids: Sequence[Any], scores: Any, mask: Any = None, *, expected_examples: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Mean score per video over its views (clips x crops), before `evaluate`.
+  """Mean score per video over its eval examples (clips x crops), before `evaluate`.
 
   Args:
-    video_ids: (N,) ids (str, bytes or int), one per evaluated view.
-    scores: (N,) or (N, ...) predictions per view.
+    video_ids: (N,) ids (str, bytes or int), one per evaluated example.
+    scores: (N,) or (N, ...) predictions per example.
     mask: optional (N,) bool; False marks padding rows (e.g. the last,
       padded eval batch), which are dropped.
-    expected_views: if given, every video must have exactly this many views
-      (catches duplicated or lost views in sharded evaluation).
+    expected_examples: if given, every video must have exactly this many examples
+      (catches duplicated or lost examples in sharded evaluation).
 
   Returns:
     (ids, means): ids in order of first appearance, means (V,) or (V, ...).
@@ -241,17 +241,17 @@ def aggregate_by_video(
       raise ValueError(f"mask must be a bool array of shape {ids.shape}, got {m.dtype} {m.shape}")
     ids, s = ids[m], s[m]
   if ids.size == 0:
-    raise ValueError("no (unmasked) views to aggregate")
+    raise ValueError("no (unmasked) examples to aggregate")
   if not np.all(np.isfinite(s)):
     bad = np.flatnonzero(~np.all(np.isfinite(s.reshape(s.shape[0], -1)), axis=1))
     raise ValueError(f"scores have non-finite values for video(s) {ids[bad[:10]].tolist()}")
   uniq, first, inverse, counts = np.unique(
     ids, return_index=True, return_inverse=True, return_counts=True
   )
-  if expected_views is not None and np.any(counts != expected_views):
-    wrong = {str(u): int(c) for u, c in zip(uniq, counts) if c != expected_views}
+  if expected_examples is not None and np.any(counts != expected_examples):
+    wrong = {str(u): int(c) for u, c in zip(uniq, counts) if c != expected_examples}
     raise ValueError(
-      f"expected {expected_views} views per video, got {dict(list(wrong.items())[:10])}"
+      f"expected {expected_examples} examples per video, got {dict(list(wrong.items())[:10])}"
     )
   sums = np.zeros((uniq.size,) + s.shape[1:], np.float64)
   np.add.at(sums, inverse.reshape(-1), s)

@@ -7,8 +7,9 @@ Config of one model (config.model, config.student or config.teacher):
   init           "" (train from scratch) or a converted model directory (converters/*)
   dont_load      regexes of parameter paths kept at their fresh initialisation (e.g. heads)
   trainable      regexes of trainable parameter paths (default: everything), or a teacher
-                 preset name: "paper" | "authors_code"
-  view           which batch entry the model reads ("video" or "fragments")
+                 preset name: "paper" | "authors_code" (by the family's layer ids)
+  view           the name of the view (config.data.pipeline.views) the model reads; the
+                 batch holds that view's clips under this name
 """
 
 from __future__ import annotations
@@ -21,52 +22,88 @@ import jax.numpy as jnp
 import numpy as np
 
 from internvqa_jax import models as models_lib
-from internvqa_jax import optim, tree_paths
+from internvqa_jax import optim, sharding, tree_paths
+from internvqa_jax.config_dicts import config_dict
 from internvqa_jax.models import checkpoint as ckpt_lib
 
 TEACHER_PRESETS = ("paper", "authors_code")
 
 
-def trainable_regexes(model_cfg, depth: int | None) -> list[str]:
+def preset_trainable(preset: str, num_layers: int) -> set[int]:
+  """Layer ids (family `layer_id`) a teacher preset trains (distillation spec section 3).
+
+  'paper': the last layer and everything after it (InternVideo2: last block, attention
+  pool, fc_norm, head). 'authors_code': the same plus the stem (patch_embed, cls_token,
+  pos_embed), i.e. everything outside layers 0..L-2, the rule in the authors' code.
+  """
+  if num_layers < 1:
+    raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+  if preset == "paper":
+    return {num_layers, num_layers + 1}
+  if preset == "authors_code":
+    return {0, num_layers, num_layers + 1}
+  raise ValueError(f"teacher preset {preset!r} unknown; choose one of {TEACHER_PRESETS}")
+
+
+def preset_frozen_layers(preset: str, num_layers: int) -> int:
+  """How many leading layers may run under stop_gradient for this preset.
+
+  'paper': L - 1 (nothing before the last layer trains). 'authors_code': 0, because
+  the stem trains and needs gradient through all layers.
+  """
+  preset_trainable(preset, num_layers)  # Validates preset and num_layers.
+  return num_layers - 1 if preset == "paper" else 0
+
+
+def _family(module):
+  return models_lib.family_of(module)
+
+
+def num_layers(module) -> int | None:
+  """The module's layer count for layer-wise rules, None if its family has none."""
+  return _family(module).num_layers(module)
+
+
+def _is_preset(spec) -> bool:
+  return isinstance(spec, str) and spec in TEACHER_PRESETS
+
+
+def trainable_mask(params: Any, model_cfg, module) -> Any:
+  """Tree of Python bools, True = trainable, from `model_cfg.trainable`: regexes
+  (fullmatch on the path) or a teacher preset name (by the family's layer ids)."""
   spec = model_cfg.get("trainable", ".*")
-  if isinstance(spec, str) and spec in TEACHER_PRESETS:
-    if depth is None:
-      raise ValueError(f"trainable preset {spec!r} needs an InternVideo2 model (blocks_<i>)")
-    return list(optim.teacher_trainable_regexes(spec, depth))
-  if isinstance(spec, str):
-    return [spec]
-  return list(spec)
+  if not _is_preset(spec):
+    return regex_mask(params, [spec] if isinstance(spec, str) else list(spec))
+  n = num_layers(module)
+  if n is None:
+    raise ValueError(
+      f"trainable preset {spec!r} needs a model family with layers, not {module.FAMILY!r}"
+    )
+  return preset_mask(params, spec, _family(module).layer_id, n)
+
+
+def preset_mask(params: Any, preset: str, layer_id, num_layers: int) -> Any:
+  """Tree of Python bools: True where `layer_id(path, num_layers)` is a layer the teacher
+  preset trains."""
+  layers = preset_trainable(preset, num_layers)
+  return tree_paths.map_with_path(lambda path, _: layer_id(path, num_layers) in layers, params)
 
 
 def build_module(model_cfg, compute_dtype: str):
-  kwargs = model_cfg.get("kwargs", None) or {}
-  kwargs = dict(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs)
+  kwargs = dict(config_dict(model_cfg.get("kwargs", None)))
   kwargs.setdefault("dtype", compute_dtype)
   module = models_lib.make(model_cfg.family, model_cfg.variant, **kwargs)
   spec = model_cfg.get("trainable", ".*")
-  if (
-    isinstance(spec, str)
-    and spec in TEACHER_PRESETS
-    and model_depth(module) is not None
-    and "frozen_blocks" not in kwargs
-  ):
+  n = num_layers(module)
+  if _is_preset(spec) and n is not None:
     # The frozen trunk runs under stop_gradient: no backward pass through it.
-    module = module.clone(frozen_blocks=optim.frozen_blocks_for_preset(spec, module.depth))
+    module = _family(module).with_frozen_layers(module, preset_frozen_layers(spec, n))
   return module
 
 
-def model_depth(module) -> int | None:
-  return getattr(module, "depth", None) if getattr(module, "FAMILY", "") == "internvideo2" else None
-
-
 def input_shape(module, batch: int = 1) -> tuple[int, ...]:
-  """(B, T, H, W, 3) used to initialise a module (parameter shapes do not depend on it
-  beyond what the module's own attributes fix)."""
-  if getattr(module, "FAMILY", "") == "fastvqa":
-    t, h, w = module.base_x_size
-    return (batch, t, h, w, 3)
-  s = module.img_size
-  return (batch, module.num_frames, s, s, 3)
+  """(B, T, H, W, 3) used to initialise a module."""
+  return _family(module).input_shape(module, batch)
 
 
 def feature_dim(module) -> int:
@@ -77,9 +114,7 @@ def feature_dim(module) -> int:
 
 
 def abstract_params(module) -> Any:
-  x = jax.ShapeDtypeStruct(input_shape(module), jnp.float32)
-  variables = jax.eval_shape(lambda r, v: module.init(r, v, train=False), jax.random.key(0), x)
-  return variables["params"]
+  return _family(module).abstract_params(module)
 
 
 def init_params(module, rng) -> Any:
@@ -106,6 +141,7 @@ def load_init(module, abstract: Any, model_cfg, *, log=print) -> dict[str, np.nd
       f"{path} holds a {meta['family']!r} model, config asks for {model_cfg.family!r}"
     )
   loaded, _ = ckpt_lib.load_params(path)
+  family = _family(module)
   dont = [re.compile(p) for p in model_cfg.get("dont_load", [])]
   skip = lambda k: any(p.fullmatch(k) for p in dont)
   want = tree_paths.flatten(abstract)
@@ -125,8 +161,8 @@ def load_init(module, abstract: Any, model_cfg, *, log=print) -> dict[str, np.nd
     if skip(k) or k not in have:
       continue
     old = np.asarray(have[k], np.float32)
-    if old.shape != tuple(v.shape) and k == "pos_embed" and model_cfg.family == "internvideo2":
-      old = _resample_pos_embed(old, module, meta, log)
+    if old.shape != tuple(v.shape):
+      old = np.asarray(family.fit_param(k, old, module, meta["model_kwargs"], log), np.float32)
     if old.shape != tuple(v.shape):
       problems.append(f"  shape: {k} expected {tuple(v.shape)}, checkpoint {old.shape}")
       continue
@@ -143,8 +179,6 @@ def load_init(module, abstract: Any, model_cfg, *, log=print) -> dict[str, np.nd
 
 def init_sharded(module, rng, mesh, rules, *, model_cfg, log=print) -> Any:
   """Fresh parameters born sharded (jit out_shardings), then checkpoint tensors placed shard-wise."""
-  from internvqa_jax import sharding
-
   abstract = abstract_params(module)
   shardings = sharding.infer_param_shardings(abstract, mesh, rules)
   params = jax.jit(lambda r: init_params(module, r), out_shardings=shardings)(rng)
@@ -157,32 +191,28 @@ def init_sharded(module, rng, mesh, rules, *, model_cfg, log=print) -> Any:
   return tree_paths.unflatten(flat_p)
 
 
-def optimizer_config(ocfg, *, depth: int | None, total_steps: int) -> dict[str, Any]:
-  """The optimizer config with run-derived fields filled in (model depth, schedule length)."""
-  c = ocfg.to_dict() if hasattr(ocfg, "to_dict") else dict(ocfg)
+def optimizer_config(ocfg, *, module, total_steps: int) -> dict[str, Any]:
+  """The optimizer config with run-derived fields filled in (layer count, schedule length)."""
+  c = config_dict(ocfg)
   if c.get("total_steps") is None:
     c["total_steps"] = total_steps
   if c.get("layer_decay") not in (None, 1.0):
-    if depth is None:
-      raise ValueError("optim.layer_decay applies to InternVideo2 models only (blocks_<i>)")
+    n = num_layers(module)
+    if n is None:
+      raise ValueError(f"optim.layer_decay needs a model family with layers, not {module.FAMILY!r}")
     if c.get("depth") is None:
-      c["depth"] = depth
+      c["depth"] = n
   return c
 
 
-def _resample_pos_embed(old, module, meta, log):
-  from internvqa_jax.models import posembed
-
-  kw = meta["model_kwargs"]
-  new = posembed.resample_pos_embed(
-    old,
-    src_frames=kw["num_frames"] // kw.get("tubelet_size", 1),
-    src_grid=kw["img_size"] // kw.get("patch_size", 14),
-    dst_frames=module.num_frames // module.tubelet_size,
-    dst_grid=module.img_size // module.patch_size,
+def make_optimizer(ocfg, module, params: Any, *, total_steps: int):
+  """optim.make_optimizer for `module`'s trainable `params`, layer decay by its family's
+  layer ids."""
+  return optim.make_optimizer(
+    optimizer_config(ocfg, module=module, total_steps=total_steps),
+    params,
+    layer_id=_family(module).layer_id,
   )
-  log(f"pos_embed resampled {old.shape} -> {new.shape}")
-  return new
 
 
 def regex_mask(params: Any, regexes: list[str]) -> Any:

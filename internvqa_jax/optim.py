@@ -10,13 +10,9 @@ This is PyTorch AdamW with parameter groups: decoupled decay that scales with
 the group's lr, exactly as InternVideo2's DeepSpeed Adam (adam_w_mode) and
 FAST-VQA's torch.optim.AdamW apply it.
 
-Frozen parameters, two ways:
-  * preferred: split the tree at the jit boundary (`trainable_mask` +
-    tree_paths.split_tree) and build the optimizer for the trainable tree only;
-    frozen leaves then never reach the optimizer or the gradient;
-  * or pass the whole tree with `frozen` / `trainable` in the config: frozen
-    leaves get optax.set_to_zero through optax.partition (no moment buffers,
-    zero update) and do not enter the clipping norm.
+Frozen parameters never reach the optimizer: the trainer splits the tree at
+the jit boundary (model_setup.trainable_mask + tree_paths.split_tree) and
+builds the optimizer for the trainable tree only.
 
 Config fields (a ConfigDict or Mapping; unknown fields raise, see
 `default_config()` for all of them with their defaults):
@@ -34,15 +30,14 @@ Config fields (a ConfigDict or Mapping; unknown fields raise, see
                    'bias', pos_embed(*), cls_token (InternVideo2 rule); False:
                    decay everything (FAST-VQA)
   no_decay         extra regexes (fullmatch on the path) excluded from decay
-  layer_decay      None/1.0 = off; else InternVideo2 layer-wise lr decay
-  depth            number of blocks, required with layer_decay
+  layer_decay      None/1.0 = off; else layer-wise lr decay by the model family's
+                   `layer_id` (passed to make_optimizer), as InternVideo2's
+  depth            number of layers, required with layer_decay
   layer_decay_prefix  path prefix of the ViT the decay applies to ('' = root,
                    e.g. 'student/'); leaves outside it get scale 1.0
   lr_mults         [(regex, mult)], first fullmatch wins, unmatched -> 1.0;
                    multiplies the layer-decay scale
   clip_grad_norm   None, or max global norm of the trainable gradients
-  frozen           [regex]: leaves that get no state and no update
-  trainable        [regex]: alternative to `frozen`; everything else is frozen
 """
 
 from __future__ import annotations
@@ -57,6 +52,7 @@ import numpy as np
 import optax
 
 from internvqa_jax import tree_paths
+from internvqa_jax.config_dicts import config_dict
 
 Schedule = Callable[[Any], jax.Array]
 
@@ -79,8 +75,6 @@ _DEFAULTS = dict(
   layer_decay_prefix="",
   lr_mults=(),
   clip_grad_norm=None,
-  frozen=(),
-  trainable=(),
 )
 
 # InternVideo2 `optim_factory` skip list; matched as the last path component.
@@ -91,8 +85,6 @@ NO_DECAY_NAMES = (
   "pos_embed_cls",
   "cls_token",
 )
-
-TEACHER_PRESETS = ("paper", "authors_code")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -113,12 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def _read_config(cfg: Any) -> dict[str, Any]:
-  if isinstance(cfg, ml_collections.ConfigDict):
-    given = cfg.to_dict()
-  elif isinstance(cfg, Mapping):
-    given = dict(cfg)
-  else:
-    raise TypeError(f"optimizer config must be a ConfigDict or Mapping, got {type(cfg).__name__}")
+  given = config_dict(cfg, "optimizer config")
   unknown = sorted(set(given) - set(_DEFAULTS))
   if unknown:
     raise ValueError(f"unknown optimizer config field(s) {unknown}; known: {sorted(_DEFAULTS)}")
@@ -127,8 +114,6 @@ def _read_config(cfg: Any) -> dict[str, Any]:
     raise ValueError(f"optimizer {c['optimizer']!r} is not supported (only 'adamw')")
   if c["lr"] is None or not c["lr"] > 0:
     raise ValueError(f"optimizer config field 'lr' must be > 0, got {c['lr']!r}")
-  if c["frozen"] and c["trainable"]:
-    raise ValueError("set only one of optimizer config fields 'frozen' and 'trainable'")
   return c
 
 
@@ -186,11 +171,6 @@ def fastvqa_schedule(peak_lr: float, total_steps: int, warmup_steps: int) -> Sch
   return schedule
 
 
-def make_schedule(cfg: Any) -> Schedule:
-  """The base lr schedule named by the config's `schedule` field."""
-  return _schedule_from(_read_config(cfg))
-
-
 def _schedule_from(c: dict[str, Any]) -> Schedule:
   kind = c["schedule"]
   if kind == "cosine":
@@ -235,26 +215,12 @@ def decay_mask(
   return tree_paths.map_with_path(decays, params)
 
 
-def internvideo2_layer_id(path: str, depth: int) -> int:
-  """`get_num_layer_for_vit`: stem -> 0, blocks_j -> j + 1, everything else depth + 1.
-
-  Stem = cls_token, mask_token, pos_embed and patch_embed/*, exactly the
-  reference's name list (so e.g. a separate pos_embed_spatial is top layer).
-  """
-  first = path.split("/", 1)[0]
-  if first in ("cls_token", "mask_token", "pos_embed") or first == "patch_embed":
-    return 0
-  if first.startswith("blocks_"):
-    j = int(first[len("blocks_") :])
-    if not 0 <= j < depth:
-      raise ValueError(f"{path!r}: block index {j} outside 0..{depth - 1} (depth={depth})")
-    return j + 1
-  return depth + 1
+LayerId = Callable[[str, int], int]  # (path, depth) -> 0 stem, 1..depth, depth + 1 head side
 
 
-def layer_decay_scale(path: str, depth: int, decay: float) -> float:
-  """decay ** (depth + 1 - layer_id(path))."""
-  return float(decay) ** (depth + 1 - internvideo2_layer_id(path, depth))
+def layer_decay_scale(path: str, depth: int, decay: float, layer_id: LayerId) -> float:
+  """decay ** (depth + 1 - layer_id(path, depth))."""
+  return float(decay) ** (depth + 1 - layer_id(path, depth))
 
 
 def lr_mult_tree(
@@ -264,6 +230,7 @@ def lr_mult_tree(
   depth: int | None = None,
   layer_decay_prefix: str = "",
   lr_mults: Sequence[tuple[str, float]] = (),
+  layer_id: LayerId | None = None,
 ) -> dict[str, Any]:
   """Tree of Python floats: the lr multiplier of every leaf."""
   use_ld = layer_decay is not None and layer_decay != 1.0
@@ -271,6 +238,8 @@ def lr_mult_tree(
     raise ValueError(
       f"layer_decay={layer_decay} needs optimizer config field 'depth' >= 1, got {depth}"
     )
+  if use_ld and layer_id is None:
+    raise ValueError(f"layer_decay={layer_decay} needs the model family's layer_id")
   mults_c = tree_paths.compile_rules(lr_mults, "lr_mults rule")
   for p, m in mults_c:
     if not (isinstance(m, (int, float)) and m > 0):
@@ -284,73 +253,13 @@ def lr_mult_tree(
     m = float(tree_paths.first_match(path, mults_c, default=1.0))
     if use_ld and path.startswith(layer_decay_prefix):
       seen_in_scope = True
-      m *= layer_decay_scale(path[len(layer_decay_prefix) :], depth, layer_decay)
+      m *= layer_decay_scale(path[len(layer_decay_prefix) :], depth, layer_decay, layer_id)
     return m
 
   out = tree_paths.map_with_path(mult, params)
   if use_ld and not seen_in_scope:
     raise ValueError(f"layer_decay_prefix {layer_decay_prefix!r} matches no parameter")
   return out
-
-
-def trainable_mask(
-  params: Mapping[str, Any],
-  frozen_regexes: Sequence[str] = (),
-  *,
-  trainable_regexes: Sequence[str] | None = None,
-) -> dict[str, Any]:
-  """Tree of bools, True = trainable.
-
-  Give either `frozen_regexes` (matching leaves are frozen, the rest trains) or
-  `trainable_regexes` (matching leaves train, the rest is frozen). Every regex
-  must match at least one leaf, so a typo cannot silently freeze nothing.
-  """
-  if trainable_regexes is not None and frozen_regexes:
-    raise ValueError("give frozen_regexes or trainable_regexes, not both")
-  regexes, value_if_match = (
-    (trainable_regexes, True) if trainable_regexes is not None else (frozen_regexes, False)
-  )
-  compiled = tree_paths.compile_rules([(r, None) for r in regexes], "freeze regex")
-  flat = tree_paths.flatten(params)
-  unused = [p.pattern for p, _ in compiled if not any(p.fullmatch(path) for path in flat)]
-  if unused:
-    raise ValueError(f"freeze/trainable regex(es) {unused} match no parameter")
-  mask = {
-    path: (value_if_match if any(p.fullmatch(path) for p, _ in compiled) else not value_if_match)
-    for path in flat
-  }
-  return tree_paths.unflatten(mask)
-
-
-# ----------------------------------------------------------------------------
-# Teacher presets (distillation spec section 3)
-# ----------------------------------------------------------------------------
-def teacher_trainable_regexes(preset: str, depth: int) -> list[str]:
-  """Trainable parameter regexes of the InternVideo2 teacher.
-
-  'paper': last block + attention pool + fc_norm + head.
-  'authors_code': the same + patch_embed, cls_token, pos_embed (for the
-  classification model this is "everything outside blocks 0..depth-2",
-  the rule in the authors' code).
-  """
-  if depth < 1:
-    raise ValueError(f"depth must be >= 1, got {depth}")
-  paper = [f"blocks_{depth - 1}/.*", "clip_projector/.*", "fc_norm/.*", "head/.*"]
-  if preset == "paper":
-    return paper
-  if preset == "authors_code":
-    return paper + ["patch_embed/.*", "cls_token", "pos_embed"]
-  raise ValueError(f"teacher preset {preset!r} unknown; choose one of {TEACHER_PRESETS}")
-
-
-def frozen_blocks_for_preset(preset: str, depth: int) -> int:
-  """How many leading blocks may run under stop_gradient for this preset.
-
-  'paper': depth - 1 (nothing before the last block trains). 'authors_code':
-  0, because patch_embed / pos_embed train and need gradient through all blocks.
-  """
-  teacher_trainable_regexes(preset, depth)  # validates preset and depth
-  return depth - 1 if preset == "paper" else 0
 
 
 # ----------------------------------------------------------------------------
@@ -365,8 +274,8 @@ def _scale_by_group_lr(
 ) -> optax.GradientTransformation:
   """u -> -schedule(count) * mult * (u + wd * p [if decays]).
 
-  Looks leaves up by path name rather than zipping trees, so it works inside
-  optax.partition, which hands over trees with MaskedNode placeholders.
+  Looks leaves up by path name rather than zipping trees, so a tree other than
+  the one it was built for is an error naming the unknown paths.
   """
 
   def check_names(tree):
@@ -402,29 +311,20 @@ def _scale_by_group_lr(
 
 
 def make_optimizer(
-  cfg: Any, params: Mapping[str, Any]
+  cfg: Any, params: Mapping[str, Any], *, layer_id: LayerId | None = None
 ) -> tuple[optax.GradientTransformation, dict[str, Schedule]]:
   """Builds the optax transformation for `params` (arrays or ShapeDtypeStructs).
 
   Returns (tx, {'lr': base schedule}); the lr of a leaf at step s is
-  schedule(s) * mult(leaf) (see `lr_mult_tree`). Call tx.update(grads, state,
-  params) with params (weight decay needs them).
+  schedule(s) * mult(leaf) (see `lr_mult_tree`). `layer_id` (the model family's,
+  see internvqa_jax.models) is needed with layer_decay. Call tx.update(grads,
+  state, params) with params (weight decay needs them).
   """
   c = _read_config(cfg)
   schedule = _schedule_from(c)
-  flat = tree_paths.flatten(params)
-  if not flat:
+  if not tree_paths.flatten(params):
     raise ValueError("make_optimizer: empty parameter tree")
-  mults = tree_paths.flatten(
-    lr_mult_tree(
-      params,
-      layer_decay=c["layer_decay"],
-      depth=c["depth"],
-      layer_decay_prefix=c["layer_decay_prefix"],
-      lr_mults=[tuple(r) for r in c["lr_mults"]],
-    )
-  )
-  decays = tree_paths.flatten(decay_mask(params, c["no_decay_standard"], c["no_decay"]))
+  mults, decays = _leaf_rules(c, params, layer_id)
 
   inner = []
   if c["clip_grad_norm"] is not None:
@@ -433,23 +333,11 @@ def make_optimizer(
     inner.append(optax.clip_by_global_norm(c["clip_grad_norm"]))
   inner.append(optax.scale_by_adam(b1=c["b1"], b2=c["b2"], eps=c["eps"]))
   inner.append(_scale_by_group_lr(schedule, mults, decays, float(c["weight_decay"])))
-  tx = optax.chain(*inner)
-
-  if c["frozen"] or c["trainable"]:
-    mask = trainable_mask(
-      params, c["frozen"], trainable_regexes=c["trainable"] if c["trainable"] else None
-    )
-    if not any(tree_paths.flatten(mask).values()):
-      raise ValueError("every parameter is frozen; nothing to optimize")
-    labels = jax.tree.map(lambda t: "trainable" if t else "frozen", mask)
-    tx = optax.partition({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
-  return tx, {"lr": schedule}
+  return optax.chain(*inner), {"lr": schedule}
 
 
-def describe(cfg: Any, params: Mapping[str, Any]) -> list[tuple[str, bool, float, bool]]:
-  """[(path, trainable, lr mult, decays)] for logging the parameter groups."""
-  c = _read_config(cfg)
-  flat = tree_paths.flatten(params)
+def _leaf_rules(c: dict[str, Any], params, layer_id):
+  """({path: lr mult}, {path: decays}) of every leaf."""
   mults = tree_paths.flatten(
     lr_mult_tree(
       params,
@@ -457,20 +345,16 @@ def describe(cfg: Any, params: Mapping[str, Any]) -> list[tuple[str, bool, float
       depth=c["depth"],
       layer_decay_prefix=c["layer_decay_prefix"],
       lr_mults=[tuple(r) for r in c["lr_mults"]],
+      layer_id=layer_id,
     )
   )
   decays = tree_paths.flatten(decay_mask(params, c["no_decay_standard"], c["no_decay"]))
-  if c["frozen"] or c["trainable"]:
-    train = tree_paths.flatten(
-      trainable_mask(
-        params, c["frozen"], trainable_regexes=c["trainable"] if c["trainable"] else None
-      )
-    )
-  else:
-    train = dict.fromkeys(flat, True)
-  return [(p, train[p], mults[p], decays[p]) for p in flat]
+  return mults, decays
 
 
-def ema_update(ema_params: Any, params: Any, decay: float = 0.999) -> Any:
-  """FAST-VQA's parameter EMA after every step: ema <- decay * ema + (1 - decay) * param."""
-  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+def parameter_groups(
+  cfg: Any, params: Mapping[str, Any], *, layer_id: LayerId | None = None
+) -> list[tuple[str, float, bool]]:
+  """[(path, lr mult, decays)] of every leaf, for logging the parameter groups."""
+  mults, decays = _leaf_rules(_read_config(cfg), params, layer_id)
+  return [(p, mults[p], decays[p]) for p in mults]

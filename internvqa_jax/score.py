@@ -255,7 +255,7 @@ def load_scorer(
   view = dict(meta.get("eval_view") or {})
   name = name or os.path.basename(model_dir)
   if family == "internvideo2":
-    from internvqa_jax.data.transforms import InternVideo2Recipe
+    from internvqa_jax.data.recipes import InternVideo2Recipe
 
     if fragments_variant is not None or fragment_overrides:
       raise ValueError(f"{model_dir}: fragment options apply to FAST-VQA models, not InternVideo2")
@@ -272,7 +272,7 @@ def load_scorer(
       test_clips=int(clips or view.get("test_clips", 4)),
       test_crops=int(crops or view.get("test_crops", 3)),
     )
-    num_views = recipe.num_eval_views
+    num_views = recipe.num_eval_examples
     view_shape = (recipe.num_frames, size, size, 3)
     make_views = lambda read, n, rng: recipe.eval(read, n)
     protocol = (

@@ -1,6 +1,6 @@
 """The jitted train and predict steps for `finetune` and `distill` modes.
 
-A *part* is one model being trained: its Flax module, the view of the batch it
+A *part* is one model being trained: its Flax module, the batch entry it
 reads, and its parameters split at the jit boundary into a trainable tree
 (differentiated, optimised, donated) and a frozen tree (a plain input, never
 differentiated, no optimizer state). Merging the two inside the loss gives the
@@ -30,7 +30,7 @@ from internvqa_jax import losses, tree_paths
 class Part:
   name: str  # "model" (finetune), "student" or "teacher" (distill)
   module: Any  # Flax module
-  view: str  # batch key of its input video
+  batch_key: str  # the batch entry it reads: the name of its view (config.data.pipeline.views)
   tx: optax.GradientTransformation
 
 
@@ -45,20 +45,12 @@ class LossConfig:
   teacher_feature_grad: bool = True
 
 
-def score_loss(kind: str, pred: jax.Array, label: jax.Array) -> jax.Array:
-  if kind == "l2":
-    return losses.mse(pred, label)
-  if kind == "fastvqa":
-    return losses.fastvqa_loss(pred, label)
-  raise ValueError(f"loss.kind must be 'l2' or 'fastvqa', got {kind!r}")
-
-
 def _apply(part: Part, params, batch, rng, train: bool):
   rngs = None
   if train:
     k1, k2 = jax.random.split(rng)
     rngs = {"dropout": k1, "drop_path": k2}
-  return part.module.apply({"params": params}, batch[part.view], train=train, rngs=rngs)
+  return part.module.apply({"params": params}, batch[part.batch_key], train=train, rngs=rngs)
 
 
 def make_loss_fn(parts: Mapping[str, Part], cfg: LossConfig) -> Callable:
@@ -72,19 +64,29 @@ def make_loss_fn(parts: Mapping[str, Part], cfg: LossConfig) -> Callable:
       params = tree_paths.merge_trees(trainable[name], frozen.get(name, {}))
       outs[name] = _apply(part, params, batch, rngs[name], train=True)
     if cfg.mode == "finetune":
-      loss = score_loss(cfg.kind, outs["model"]["score"], label)
+      loss = losses.score_loss(cfg.kind, outs["model"]["score"], label)
       metrics["loss/score"] = loss
     elif cfg.mode == "distill":
-      l_t = score_loss(cfg.kind, outs["teacher"]["score"], label)
-      l_s = score_loss(cfg.kind, outs["student"]["score"], label)
-      l_f = losses.feature_distill_loss(
+      loss, terms = losses.distill_loss(
+        outs["student"]["score"],
+        outs["teacher"]["score"],
         outs["student"]["feature"],
         outs["teacher"]["feature"],
+        label,
+        kind=cfg.kind,
+        student_weight=cfg.student_weight,
+        teacher_weight=cfg.teacher_weight,
+        feature_weight=cfg.feature_weight,
         beta=cfg.smooth_l1_beta,
         teacher_grad=cfg.teacher_feature_grad,
       )
-      loss = cfg.teacher_weight * l_t + cfg.student_weight * l_s + cfg.feature_weight * l_f
-      metrics.update({"loss/teacher_score": l_t, "loss/student_score": l_s, "loss/feature": l_f})
+      metrics.update(
+        {
+          "loss/teacher_score": terms["teacher"],
+          "loss/student_score": terms["student"],
+          "loss/feature": terms["feature"],
+        }
+      )
     else:
       raise ValueError(f"mode must be 'finetune' or 'distill', got {cfg.mode!r}")
     metrics["loss"] = loss

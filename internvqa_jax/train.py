@@ -20,8 +20,25 @@ import os
 import signal
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
+
+from internvqa_jax import (
+  checkpointing,
+  data_setup,
+  evaluate,
+  metric_writer,
+  model_setup,
+  sharding,
+  tree_paths,
+)
+from internvqa_jax import models as models_lib
+from internvqa_jax import steps as steps_lib
+from internvqa_jax.models import checkpoint as ckpt_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Training config file (configs/NAME.py[:ARG]).", lock_config=True
@@ -40,8 +57,6 @@ def maybe_initialize_distributed(config) -> None:
   want = bool(config.get("distributed", False)) or os.environ.get("INTERNVQA_DISTRIBUTED") == "1"
   if not want:
     return
-  import jax
-
   kwargs = {}
   if "INTERNVQA_COORDINATOR" in os.environ:
     kwargs = dict(
@@ -90,12 +105,6 @@ class Run:
 
 def build_run(config, mesh, rng_init, *, log=print) -> Run:
   """Models, parameters (sharded; loaded from converted checkpoints), optimizers, jitted steps."""
-  import jax
-  import jax.numpy as jnp
-
-  from internvqa_jax import model_setup, optim, sharding, tree_paths
-  from internvqa_jax import steps as steps_lib
-
   mode = config.mode
   roles = {"finetune": ["model"], "distill": ["teacher", "student"]}.get(mode)
   if roles is None:
@@ -106,8 +115,7 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
     mcfg = config[role]
     module = model_setup.build_module(mcfg, config.compute_dtype)
     params = model_setup.init_sharded(module, r, mesh, rules, log=log, model_cfg=mcfg)
-    depth = model_setup.model_depth(module)
-    mask = model_setup.regex_mask(params, model_setup.trainable_regexes(mcfg, depth))
+    mask = model_setup.trainable_mask(params, mcfg, module)
     trainable[role], frozen[role] = tree_paths.split_tree(params, mask)
     n_train = model_setup.count(trainable[role])
     log(
@@ -116,15 +124,15 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
     )
     if n_train == 0:
       raise ValueError(f"config.{role}.trainable={mcfg.get('trainable')!r} selects no parameter")
-    tx, sched = optim.make_optimizer(
-      model_setup.optimizer_config(
-        config.optim if role != "teacher" else config.teacher_optim,
-        depth=depth,
-        total_steps=config.total_steps,
-      ),
+    tx, sched = model_setup.make_optimizer(
+      config.optim if role != "teacher" else config.teacher_optim,
+      module,
       trainable[role],
+      total_steps=config.total_steps,
     )
-    parts[role] = steps_lib.Part(name=role, module=module, view=mcfg.get("view", "video"), tx=tx)
+    parts[role] = steps_lib.Part(
+      name=role, module=module, batch_key=mcfg.get("view", "video"), tx=tx
+    )
     schedules[role] = sched["lr"]
 
   if mode == "distill":
@@ -168,13 +176,6 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) one training; returns the final evaluation metrics per model."""
-  import jax
-  import numpy as np
-
-  from internvqa_jax import checkpointing, data_setup, evaluate, metric_writer, sharding, tree_paths
-  from internvqa_jax import models as models_lib
-  from internvqa_jax.models import checkpoint as ckpt_lib
-
   # ---------------------------------------------------------------- setup --
   if config.get("matmul_precision"):
     jax.config.update("jax_default_matmul_precision", config.matmul_precision)
@@ -223,8 +224,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       fn = lambda b, role=role: predict[role](state[role]["params"], frozen[role], b)
       results[role] = evaluate.evaluate_model(
         fn,
-        data.eval_batches(part.view),
-        lambda b, view=part.view: data.global_batch(b, mesh, keys=[view]),
+        data.eval_batches(part.batch_key),
+        lambda b, key=part.batch_key: data.global_batch(b, mesh, keys=[key]),
       )
     writer.write(step, {f"eval/{role}/{k}": v for role, m in results.items() for k, v in m.items()})
     log(
@@ -288,8 +289,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         ckpt.save(step, state, data_iter=train_iter, meta=meta)
       stop = preempt.requested
       if jax.process_count() > 1:  # Every host must take the same decision.
-        from jax.experimental import multihost_utils
-
         stop = bool(np.any(multihost_utils.process_allgather(np.array(stop))))
       budget = config.get("stop_after_steps", 0)
       if stop or (budget and step - first_step >= budget and step < total):
@@ -322,7 +321,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         "trained_by": "internvqa_jax.train",
         "step": int(step),
         "eval": results[role],
-        "eval_view": data.views[part.view],
+        "eval_view": data.views[part.batch_key],
       },  # The test protocol `internvqa_jax.score` reuses.
       overwrite=True,
     )
@@ -335,12 +334,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 def sharding_to_host(tree):
   """Global (possibly multi-host sharded) arrays -> numpy on every process."""
-  import jax
-
   if jax.process_count() == 1:
     return jax.device_get(tree)
-  from jax.experimental import multihost_utils
-
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
@@ -351,8 +346,6 @@ def run_stages(config, workdir: str) -> dict[str, Any]:
   the earlier stage NAME. config.report maps report rows to (stage, role);
   the table is printed and written to WORKDIR/results.json.
   """
-  from internvqa_jax import evaluate
-
   results = {}
   for name in config.stages:
     stage_cfg = config.stage_configs[name]

@@ -118,7 +118,7 @@ def test_paper_preset_trains_only_the_last_block_and_head_of_the_1b_teacher():
   module = model_setup.build_module(c.teacher, c.compute_dtype)
   assert module.frozen_blocks == 39 and module.depth == 40
   abstract = model_setup.abstract_params(module)
-  mask = model_setup.regex_mask(abstract, model_setup.trainable_regexes(c.teacher, 40))
+  mask = model_setup.trainable_mask(abstract, c.teacher, module)
   trainable, _ = tree_paths.split_tree(abstract, mask)
   tops = {p.split("/")[0] for p in tree_paths.flatten(trainable)}
   assert tops == {"blocks_39", "clip_projector", "fc_norm", "head"}

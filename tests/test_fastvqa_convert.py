@@ -12,6 +12,7 @@ import internvqa_jax.models
 from converters import common
 from converters import fastvqa as conv
 from converters.common import CheckpointMismatchError
+from internvqa_jax import tree_paths
 from internvqa_jax.models import checkpoint, fastvqa
 
 try:
@@ -26,7 +27,9 @@ BB = "fragments_backbone.layers.0.blocks.1.attn."
 @pytest.fixture(scope="module")
 def tiny_torch():
   model = fastvqa.make("tiny")
-  return ref.randomize_(ref.FastVQARef.from_model_kwargs(model.model_kwargs()).eval(), seed=3)
+  return ref.randomize_(
+    ref.FastVQARef.from_model_kwargs(fastvqa.model_kwargs(model)).eval(), seed=3
+  )
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def _torch_map(tm, video):
 
 
 def _assert_trees_equal(a, b):
-  fa, fb = common.flatten_params(a), common.flatten_params(b)
+  fa, fb = tree_paths.flatten(a), tree_paths.flatten(b)
   assert set(fa) == set(fb)
   for k in fa:
     np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg=k)
@@ -189,7 +192,7 @@ def test_params_to_torch_rejects_wrong_tree():
 @pytest.mark.parametrize("variant", ["faster_vqa", "fast_vqa_m"])
 def test_full_size_round_trip(tmp_path, variant):
   model = fastvqa.make(variant)
-  tm = ref.randomize_(ref.FastVQARef.from_model_kwargs(model.model_kwargs()), seed=1)
+  tm = ref.randomize_(ref.FastVQARef.from_model_kwargs(fastvqa.model_kwargs(model)), seed=1)
   sd = _sd(tm)
   src = _save_released(tmp_path / "full.pth", sd)
   meta = conv.convert(src, tmp_path / "m", variant=variant)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from internvqa_jax.data import fragments as fr
+from internvqa_jax.data import transforms as T
 
 
 def coord_video(n, h, w):
@@ -290,7 +291,7 @@ def test_small_video_grid_uses_pre_upsample_size():
     for j in range(7):
       t0, l0 = tops[0, i, j], lefts[0, i, j]
       want[:, 32 * i : 32 * i + 32, 32 * j : 32 * j + 32] = up[:, t0 : t0 + 32, l0 : l0 + 32]
-  np.testing.assert_array_equal(out[0], fr.normalize(want))
+  np.testing.assert_array_equal(out[0], T.normalize(want, fr.MEAN, fr.STD, scale=1.0))
 
 
 # ------------------------------------------------------------------ normalisation

@@ -14,6 +14,7 @@ from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_n
 import internvqa_jax.models
 from converters import common
 from converters import internvideo2 as conv
+from internvqa_jax import tree_paths
 from internvqa_jax.models import internvideo2 as iv2
 from internvqa_jax.models import posembed
 
@@ -343,7 +344,7 @@ def test_export_round_trip(tmp_path, suffix):
   # convert(export(x)) == x, bit for bit.
   conv.convert(str(out), str(tmp_path / "c"), **QUIET)
   _, params2 = internvqa_jax.models.load(str(tmp_path / "c"))
-  flat1, flat2 = common.flatten_params(params), common.flatten_params(params2)
+  flat1, flat2 = tree_paths.flatten(params), tree_paths.flatten(params2)
   assert flat1.keys() == flat2.keys()
   for k in flat1:
     np.testing.assert_array_equal(flat1[k], flat2[k], err_msg=k)

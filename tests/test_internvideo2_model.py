@@ -10,6 +10,7 @@ import torch
 from torch_ref.internvideo2_ref import InternVideo2Ref, randomize_, state_dict_numpy
 
 from converters import internvideo2 as conv
+from internvqa_jax import tree_paths
 from internvqa_jax.models import internvideo2 as iv2
 from internvqa_jax.models import posembed
 
@@ -62,7 +63,7 @@ def test_param_counts_match_spec(variant, expected):
 
 def test_param_paths_mirror_torch_keys():
   model = iv2.make("tiny")
-  paths = set(conv.common.flatten_params(iv2.abstract_params(model)))
+  paths = set(tree_paths.flatten(iv2.abstract_params(model)))
   ref = InternVideo2Ref(**{k: getattr(model, k) for k in ARCH_KEYS})
   assert {conv.path_to_torch_key(p) for p in paths} == set(ref.state_dict())
   assert "blocks_1/attn/q_norm/scale" in paths
@@ -70,10 +71,10 @@ def test_param_paths_mirror_torch_keys():
 
 
 def test_from_kwargs_and_make_errors():
-  m = iv2.InternVideo2.from_kwargs(**iv2.model_kwargs(iv2.make("tiny")))
+  m = iv2.from_kwargs(**iv2.model_kwargs(iv2.make("tiny")))
   assert m == iv2.make("tiny")
   with pytest.raises(TypeError, match="unknown model_kwargs.*'bogus'"):
-    iv2.InternVideo2.from_kwargs(**iv2.VARIANTS["tiny"], bogus=1)
+    iv2.from_kwargs(**iv2.VARIANTS["tiny"], bogus=1)
   with pytest.raises(ValueError, match="unknown InternVideo2 variant 'huge'"):
     iv2.make("huge")
 

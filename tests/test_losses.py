@@ -120,6 +120,11 @@ def test_distill_loss_total():
   np.testing.assert_allclose(
     total, parts["student"] + 0.5 * parts["teacher"] + 2 * parts["feature"], rtol=1e-6
   )
+  # With FAST-VQA's score loss for both models.
+  _, parts = losses.distill_loss(s_score, t_score, s_feat, t_feat, y, kind="fastvqa")
+  np.testing.assert_allclose(parts["student"], losses.fastvqa_loss(s_score, y), rtol=1e-6)
+  with pytest.raises(ValueError, match="loss.kind"):
+    losses.distill_loss(s_score, t_score, s_feat, t_feat, y, kind="l1")
 
 
 def test_shape_errors():

@@ -150,18 +150,18 @@ def test_aggregate_by_video():
 
 
 def test_aggregate_by_video_errors():
-  with pytest.raises(ValueError, match="expected 2 views"):
-    metrics.aggregate_by_video(["a", "a", "b"], [1.0, 2.0, 3.0], expected_views=2)
+  with pytest.raises(ValueError, match="expected 2 examples"):
+    metrics.aggregate_by_video(["a", "a", "b"], [1.0, 2.0, 3.0], expected_examples=2)
   with pytest.raises(ValueError, match="non-finite"):
     metrics.aggregate_by_video(["a", "b"], [1.0, np.nan])
   with pytest.raises(ValueError, match="does not match"):
     metrics.aggregate_by_video(["a", "b"], [1.0, 2.0, 3.0])
   with pytest.raises(ValueError, match="bool"):
     metrics.aggregate_by_video(["a", "b"], [1.0, 2.0], mask=[1, 0])
-  with pytest.raises(ValueError, match="no \\(unmasked\\) views"):
+  with pytest.raises(ValueError, match="no \\(unmasked\\) examples"):
     metrics.aggregate_by_video(["a"], [1.0], mask=np.array([False]))
   # NaN in a masked-out padding row is fine: it is dropped first.
   ids, m = metrics.aggregate_by_video(
-    ["a", "a", "x"], [1.0, 3.0, np.nan], mask=np.array([True, True, False]), expected_views=2
+    ["a", "a", "x"], [1.0, 3.0, np.nan], mask=np.array([True, True, False]), expected_examples=2
   )
   assert ids.tolist() == ["a"] and m.tolist() == [2.0]

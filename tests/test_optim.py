@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from internvqa_jax import optim, tree_paths
+from internvqa_jax import model_setup, optim, tree_paths
+from internvqa_jax.models import internvideo2
 
 DEPTH = 4
 C = 8
@@ -67,6 +68,9 @@ def _cfg(**kw):
   return base
 
 
+LAYER_ID = internvideo2.layer_id
+
+
 def _paths_where(mask):
   return {p for p, v in tree_paths.flatten(mask).items() if v}
 
@@ -78,38 +82,18 @@ def test_teacher_presets_select_exact_paths():
   last = {p for p in flat if p.startswith(f"blocks_{DEPTH - 1}/")}
   head = {p for p in flat if p.split("/")[0] in ("clip_projector", "fc_norm", "head")}
   stem = {"cls_token", "pos_embed", "patch_embed/proj/kernel", "patch_embed/proj/bias"}
-  paper = _paths_where(
-    optim.trainable_mask(params, trainable_regexes=optim.teacher_trainable_regexes("paper", DEPTH))
-  )
+  paper = _paths_where(model_setup.preset_mask(params, "paper", LAYER_ID, DEPTH))
   assert paper == last | head
-  authors = _paths_where(
-    optim.trainable_mask(
-      params, trainable_regexes=optim.teacher_trainable_regexes("authors_code", DEPTH)
-    )
-  )
+  authors = _paths_where(model_setup.preset_mask(params, "authors_code", LAYER_ID, DEPTH))
   assert authors == last | head | stem
   # The authors' rule: everything except blocks 0..depth-2.
   assert authors == {
     p for p in flat if not (p.startswith("blocks_") and int(p.split("/")[0][7:]) < DEPTH - 1)
   }
-  assert optim.frozen_blocks_for_preset("paper", 40) == 39
-  assert optim.frozen_blocks_for_preset("authors_code", 40) == 0
+  assert model_setup.preset_frozen_layers("paper", 40) == 39
+  assert model_setup.preset_frozen_layers("authors_code", 40) == 0
   with pytest.raises(ValueError, match="unknown"):
-    optim.teacher_trainable_regexes("whatever", 4)
-
-
-def test_trainable_mask_errors():
-  params = fake_internvideo2()
-  with pytest.raises(ValueError, match="match no parameter"):
-    optim.trainable_mask(params, ["heads/.*"])
-  with pytest.raises(ValueError, match="not both"):
-    optim.trainable_mask(params, ["head/.*"], trainable_regexes=["fc_norm/.*"])
-  mask = optim.trainable_mask(params, ["blocks_[0-2]/.*"])
-  assert _paths_where(mask) == {
-    p
-    for p in tree_paths.flatten(params)
-    if not p.startswith(("blocks_0/", "blocks_1/", "blocks_2/"))
-  }
+    model_setup.preset_mask(params, "whatever", LAYER_ID, DEPTH)
 
 
 # ---------------------------------------------------------------- rules
@@ -133,7 +117,9 @@ def test_weight_decay_mask():
 def test_layer_decay_scales():
   params = fake_internvideo2()
   d = 0.75
-  mults = tree_paths.flatten(optim.lr_mult_tree(params, layer_decay=d, depth=DEPTH))
+  mults = tree_paths.flatten(
+    optim.lr_mult_tree(params, layer_decay=d, depth=DEPTH, layer_id=LAYER_ID)
+  )
   expect_layer = {
     "cls_token": 0,
     "pos_embed": 0,
@@ -150,19 +136,27 @@ def test_layer_decay_scales():
   # lr_mults multiply on top, first match wins; a prefix scopes the layer decay.
   m2 = tree_paths.flatten(
     optim.lr_mult_tree(
-      params, layer_decay=d, depth=DEPTH, lr_mults=[("head/.*", 10.0), (".*", 0.5)]
+      params,
+      layer_decay=d,
+      depth=DEPTH,
+      lr_mults=[("head/.*", 10.0), (".*", 0.5)],
+      layer_id=LAYER_ID,
     )
   )
   assert m2["head/kernel"] == 10.0 and m2["cls_token"] == pytest.approx(0.5 * d**5)
   nested = {"student": params, "other": {"w": np.zeros((2, 2), np.float32)}}
   m3 = tree_paths.flatten(
-    optim.lr_mult_tree(nested, layer_decay=d, depth=DEPTH, layer_decay_prefix="student/")
+    optim.lr_mult_tree(
+      nested, layer_decay=d, depth=DEPTH, layer_decay_prefix="student/", layer_id=LAYER_ID
+    )
   )
   assert m3["student/blocks_1/attn/qkv/kernel"] == pytest.approx(d**3) and m3["other/w"] == 1.0
   with pytest.raises(ValueError, match="depth"):
-    optim.lr_mult_tree(params, layer_decay=d)
+    optim.lr_mult_tree(params, layer_decay=d, layer_id=LAYER_ID)
+  with pytest.raises(ValueError, match="layer_id"):
+    optim.lr_mult_tree(params, layer_decay=d, depth=DEPTH)
   with pytest.raises(ValueError, match="outside"):
-    optim.lr_mult_tree(params, layer_decay=d, depth=2)
+    optim.lr_mult_tree(params, layer_decay=d, depth=2, layer_id=LAYER_ID)
   with pytest.raises(ValueError, match="> 0"):
     optim.lr_mult_tree(params, lr_mults=[("head/.*", 0.0)])
 
@@ -178,7 +172,7 @@ def _reference_cosine(base, final, total, warmup, start):
 
 @pytest.mark.parametrize("warmup", [0, 1, 10])
 def test_cosine_schedule_matches_reference(warmup):
-  sched = optim.make_schedule(_cfg(lr=4e-4, warmup_steps=warmup, warmup_lr=1e-6, min_lr=2e-6))
+  sched = optim.cosine_schedule(4e-4, 100, warmup, warmup_lr=1e-6, min_lr=2e-6)
   steps = np.arange(100)
   got = np.asarray(jax.vmap(sched)(steps))
   np.testing.assert_allclose(got, _reference_cosine(4e-4, 2e-6, 100, warmup, 1e-6), rtol=1e-5)
@@ -193,7 +187,7 @@ def test_cosine_schedule_matches_reference(warmup):
 
 
 def test_fastvqa_schedule():
-  sched = optim.make_schedule(_cfg(lr=1e-3, schedule="fastvqa", warmup_steps=25, total_steps=300))
+  sched = optim.fastvqa_schedule(1e-3, total_steps=300, warmup_steps=25)
   assert float(sched(0)) == 0.0
   assert float(sched(5)) == pytest.approx(1e-3 * 5 / 25)
   assert float(sched(25)) == pytest.approx(1e-3)
@@ -216,12 +210,10 @@ def test_config_validation():
   tx, _ = optim.make_optimizer(_cfg(), {"head": params["head"]})
   with pytest.raises(ValueError, match="different tree"):
     tx.init(params)
-  with pytest.raises(ValueError, match="every parameter is frozen"):
-    optim.make_optimizer(_cfg(frozen=[".*"]), params)
   # The documented ConfigDict works, with typed placeholders.
   cfg = optim.default_config()
   cfg.lr, cfg.total_steps, cfg.layer_decay, cfg.depth = 1e-3, 10, 0.75, DEPTH
-  optim.make_optimizer(cfg, params)
+  optim.make_optimizer(cfg, params, layer_id=LAYER_ID)
   assert isinstance(cfg, ml_collections.ConfigDict)
 
 
@@ -233,61 +225,18 @@ def _grads_like(params, seed):
   )
 
 
-def test_frozen_leaves_have_no_state_and_do_not_move():
-  params = jax.tree.map(jnp.asarray, fake_internvideo2())
-  regexes = optim.teacher_trainable_regexes("paper", DEPTH)
-  tx, _ = optim.make_optimizer(_cfg(trainable=regexes, layer_decay=0.9, depth=DEPTH), params)
-  state = tx.init(params)
-  trainable = optim.trainable_mask(params, trainable_regexes=regexes)
-  n_train = sum(tree_paths.flatten(trainable).values())
-  shapes = [x.shape for x in jax.tree.leaves(state) if np.ndim(x) > 0]
-  # Adam mu and nu for trainable leaves only; everything else is scalar counts.
-  assert len(shapes) == 2 * n_train
-  train_shapes = sorted(
-    x.shape for p, x in tree_paths.flatten(params).items() if tree_paths.flatten(trainable)[p]
-  )
-  assert sorted(shapes) == sorted(train_shapes * 2)
-  p = params
-  update = jax.jit(tx.update)
-  for step in range(3):
-    upd, state = update(_grads_like(params, step), state, p)
-    p = optax.apply_updates(p, upd)
-  for path, before in tree_paths.flatten(params).items():
-    after = tree_paths.flatten(p)[path]
-    if tree_paths.flatten(trainable)[path]:
-      assert not np.array_equal(after, before), path
-    else:
-      assert np.array_equal(after, before), path  # bit-identical
-
-
-def test_split_tree_mode_matches_full_tree_mode():
-  params = jax.tree.map(jnp.asarray, fake_internvideo2())
-  cfg = _cfg(
-    frozen=[f"blocks_[0-{DEPTH - 2}]/.*"], clip_grad_norm=1.0, layer_decay=0.8, depth=DEPTH
-  )
-  tx_full, _ = optim.make_optimizer(cfg, params)
-  mask = optim.trainable_mask(params, cfg["frozen"])
-  train, frozen = tree_paths.split_tree(params, mask)
-  cfg_split = {k: v for k, v in cfg.items() if k != "frozen"}
-  tx_split, _ = optim.make_optimizer(cfg_split, train)
-  g = _grads_like(params, 0)
-  g_train, _ = tree_paths.split_tree(g, mask)
-  u_full, _ = jax.jit(tx_full.update)(g, tx_full.init(params), params)
-  u_split, _ = jax.jit(tx_split.update)(g_train, tx_split.init(train), train)
-  merged = tree_paths.merge_trees(u_split, jax.tree.map(jnp.zeros_like, frozen))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12), u_full, merged)
-
-
 def test_update_equals_adamw_formula():
   """One step by hand: lr * mult * (adam + wd * p) with the no-decay rule."""
   params = jax.tree.map(jnp.asarray, fake_internvideo2())
   cfg = _cfg(lr=2e-3, warmup_steps=0, layer_decay=0.5, depth=DEPTH, weight_decay=0.05)
-  tx, scheds = optim.make_optimizer(cfg, params)
+  tx, scheds = optim.make_optimizer(cfg, params, layer_id=LAYER_ID)
   g = _grads_like(params, 1)
   upd, _ = jax.jit(tx.update)(g, tx.init(params), params)
   lr0 = float(scheds["lr"](0))
   assert lr0 == pytest.approx(2e-3)
-  mults = tree_paths.flatten(optim.lr_mult_tree(params, layer_decay=0.5, depth=DEPTH))
+  mults = tree_paths.flatten(
+    optim.lr_mult_tree(params, layer_decay=0.5, depth=DEPTH, layer_id=LAYER_ID)
+  )
   decays = tree_paths.flatten(optim.decay_mask(params))
   fp, fg, fu = tree_paths.flatten(params), tree_paths.flatten(g), tree_paths.flatten(upd)
   for path in fp:
@@ -337,35 +286,26 @@ def test_fastvqa_groups_and_torch_adamw():
     )
 
 
-def test_clipping_uses_trainable_grads_only():
-  params = {"frozen": {"w": jnp.ones((3,))}, "train": {"w": jnp.ones((4,))}}
-  cfg = _cfg(
-    schedule="constant", lr=1.0, frozen=["frozen/.*"], clip_grad_norm=1.0, weight_decay=0.0
-  )
+def test_clipping_by_global_norm():
+  params = {"train": {"w": jnp.ones((4,))}}
+  cfg = _cfg(schedule="constant", lr=1.0, clip_grad_norm=1.0, weight_decay=0.0)
   tx, _ = optim.make_optimizer(cfg, params)
-  state = tx.init(params)
-  # A huge frozen gradient must not shrink the trainable one; trainable norm = 0.5 < 1.
-  g = {"frozen": {"w": jnp.full((3,), 1e6)}, "train": {"w": jnp.full((4,), 0.25)}}
-  clip = optax.clip_by_global_norm(1.0)
-  clipped, _ = clip.update({"w": g["train"]["w"]}, clip.init(None))
-  np.testing.assert_allclose(clipped["w"], 0.25)  # the reference is unclipped
-  # Read the clipped gradient back out of Adam's first moment: mu = (1 - b1) * g.
-  _, state = tx.update(g, state, params)
+  # Norm 0.5 < 1: unclipped; read it back out of Adam's first moment, mu = (1 - b1) * g.
+  _, state = tx.update({"train": {"w": jnp.full((4,), 0.25)}}, tx.init(params), params)
   mus = [x for x in jax.tree.leaves(state) if np.ndim(x) == 1]
   np.testing.assert_allclose(mus[0], 0.1 * 0.25, rtol=1e-6)
-  # Trainable norm 2.0 > 1: scaled by 1/2 (frozen grads still ignored).
-  g2 = {"frozen": {"w": jnp.full((3,), 1e6)}, "train": {"w": jnp.full((4,), 1.0)}}
-  _, state2 = tx.update(g2, tx.init(params), params)
+  # Norm 2.0 > 1: scaled by 1/2.
+  _, state2 = tx.update({"train": {"w": jnp.full((4,), 1.0)}}, tx.init(params), params)
   mus2 = [x for x in jax.tree.leaves(state2) if np.ndim(x) == 1]
   np.testing.assert_allclose(mus2[0], 0.1 * 0.5, rtol=1e-6)
 
 
-def test_describe_lists_groups():
+def test_parameter_groups():
   params = fake_internvideo2()
-  rows = optim.describe(_cfg(frozen=["cls_token"], layer_decay=0.5, depth=DEPTH), params)
+  rows = optim.parameter_groups(_cfg(layer_decay=0.5, depth=DEPTH), params, layer_id=LAYER_ID)
   by = {r[0]: r[1:] for r in rows}
-  assert by["cls_token"] == (False, 0.5**5, False)
-  assert by["head/kernel"] == (True, 1.0, True)
+  assert by["cls_token"] == (0.5**5, False)
+  assert by["head/kernel"] == (1.0, True)
 
 
 # ---------------------------------------------------------------- tree_paths
@@ -397,7 +337,7 @@ def test_tree_paths_round_trip_and_labels():
 
 def test_split_and_merge():
   params = fake_internvideo2()
-  mask = optim.trainable_mask(params, trainable_regexes=["head/.*", "cls_token"])
+  mask = model_setup.regex_mask(params, ["head/.*", "cls_token"])
   sel, rest = tree_paths.split_tree(params, mask)
   assert set(tree_paths.flatten(sel)) == {"head/kernel", "head/bias", "cls_token"}
   assert len(tree_paths.flatten(rest)) == len(tree_paths.flatten(params)) - 3
@@ -409,18 +349,11 @@ def test_split_and_merge():
     tree_paths.split_tree(params, {"head": {"kernel": True}})
 
 
-def test_abstract_params_and_frozen_state_shapes():
+def test_optimizer_builds_from_abstract_params():
   """The optimizer builds from ShapeDtypeStructs (for sharded init via eval_shape)."""
   params = fake_internvideo2()
-  abstract = jax.eval_shape(lambda: params)
-  tx, _ = optim.make_optimizer(_cfg(frozen=["blocks_.*"]), abstract)
-  state = jax.eval_shape(tx.init, abstract)
+  head = jax.eval_shape(lambda: {"head": params["head"]})
+  tx, _ = optim.make_optimizer(_cfg(), head)
+  state = jax.eval_shape(tx.init, head)
   names = list(jax.tree.leaves(tree_paths.tree_names(state)))
-  assert not any("/blocks_" in n for n in names)
   assert any(n.endswith("mu/head/kernel") for n in names)
-
-
-def test_ema_update():
-  ema = {"w": jnp.array([1.0, 2.0])}
-  new = optim.ema_update(ema, {"w": jnp.array([3.0, 0.0])}, decay=0.999)
-  np.testing.assert_allclose(new["w"], [0.999 + 0.003, 1.998], rtol=1e-6)

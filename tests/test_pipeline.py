@@ -6,8 +6,10 @@ import grain
 import numpy as np
 import pytest
 
+from internvqa_jax import metrics
 from internvqa_jax.data import labels as L
 from internvqa_jax.data import pipeline as P
+from internvqa_jax.data import recipes as R
 from internvqa_jax.data import transforms as T
 
 H, W, NF = 48, 64, 20
@@ -239,7 +241,7 @@ def test_multi_view_video_and_fragments():
   r = batch["fragments"][..., 0] * 58.395 + 123.675
   np.testing.assert_array_equal(np.rint(r[:, 0, 0, 0]).astype(int) // NF, batch["index"])
   # Evaluation needs equal view counts per video (2*3 vs 2 here).
-  with pytest.raises(ValueError, match="different numbers of views"):
+  with pytest.raises(ValueError, match="different numbers of examples"):
     P.make_eval_batches(
       _records(2),
       cfg,
@@ -331,7 +333,7 @@ def test_skip_bad_videos_logs_and_drops(tmp_path):
 
 
 @pytest.mark.parametrize("num_records,process_count,batch_size", [(5, 2, 4), (1, 2, 5), (4, 1, 6)])
-def test_eval_covers_every_view_once_with_equal_batches_per_host(
+def test_eval_covers_every_example_once_with_equal_batches_per_host(
   num_records, process_count, batch_size
 ):
   recs = _records(num_records)
@@ -352,7 +354,7 @@ def test_eval_covers_every_view_once_with_equal_batches_per_host(
     for b in batches:
       assert b["video"].shape == (batch_size, 4, 32, 32, 3) and b["mask"].dtype == bool
       m = b["mask"]
-      seen += list(zip(b["index"][m].tolist(), b["view"][m].tolist()))
+      seen += list(zip(b["index"][m].tolist(), b["example"][m].tolist()))
       # Real examples carry their video's frames and label.
       np.testing.assert_array_equal(_frame_ids(b["video"][m])[:, 0] // NF, b["index"][m])
       np.testing.assert_allclose(b["label"][m], (10.0 * b["index"][m] + 1) / 100, rtol=1e-6)
@@ -360,7 +362,7 @@ def test_eval_covers_every_view_once_with_equal_batches_per_host(
   assert seen == [(i, v) for i in range(num_records) for v in range(6)]  # Each once, in order.
 
 
-def test_eval_views_are_the_test_protocol_views_and_average():
+def test_eval_examples_are_the_test_protocol_and_average():
   recs = _records(2)
   b = next(
     iter(
@@ -369,18 +371,19 @@ def test_eval_views_are_the_test_protocol_views_and_average():
       )
     )
   )
-  assert b["view"].tolist() == list(range(6)) * 2 and b["mask"].all()
-  direct = T.InternVideo2Recipe(**VIEW).eval(lambda idx: SyntheticReader()("syn://1", idx), NF)
+  assert b["example"].tolist() == list(range(6)) * 2 and b["mask"].all()
+  direct = R.InternVideo2Recipe(**VIEW).eval(lambda idx: SyntheticReader()("syn://1", idx), NF)
   np.testing.assert_array_equal(b["video"][6:], direct)
   # Clip k of 2 uses offsets int(4.75 / 3 * (k + 1)) = 1, 3.
   np.testing.assert_array_equal(
     _frame_ids(b["video"][[0, 3, 9]]),
     [[1, 6, 11, 15], [3, 8, 13, 17], [NF + 3, NF + 8, NF + 13, NF + 17]],
   )
-  scores = b["index"] * 2.0 + b["view"] * 0.1
+  scores = b["index"] * 2.0 + b["example"] * 0.1
   mask = b["mask"].copy()
   mask[-1] = False
-  assert P.average_per_video(b["index"], scores, mask) == pytest.approx({0: 0.25, 1: 2.2})
+  ids, means = metrics.aggregate_by_video(b["index"], scores, mask)
+  assert ids.tolist() == [0, 1] and means.tolist() == pytest.approx([0.25, 2.2])
 
 
 # ------------------------------------------------------- real encoded video ---
@@ -406,7 +409,7 @@ def test_real_encoded_video_through_the_default_decoder():
   frames = decode.read_frames(data, np.arange(NF))
   assert [videos.frame_number_of(f) for f in frames] == list(range(NF))
   np.testing.assert_array_equal(
-    ev["video"], T.InternVideo2Recipe(**VIEW).eval(lambda i: frames[i], NF)
+    ev["video"], R.InternVideo2Recipe(**VIEW).eval(lambda i: frames[i], NF)
   )
 
 

@@ -13,7 +13,7 @@ import videos  # tests/videos.py
 
 from internvqa_jax import metrics, models, report, score
 from internvqa_jax.data import fragments, probe, read_frames
-from internvqa_jax.data.transforms import InternVideo2Recipe
+from internvqa_jax.data.recipes import InternVideo2Recipe
 from internvqa_jax.models import checkpoint, fastvqa, internvideo2
 
 FRAG = dict(fragments=3, fsize=16, aligned=8, clip_len=8)  # 8x48x48 clips for fastvqa 'tiny'

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from internvqa_jax.data import recipes as R
 from internvqa_jax.data import transforms as T
 
 
@@ -115,7 +116,7 @@ def test_test_crop_boxes_along_long_side():
 
 def test_train_view_is_a_flipped_or_plain_crop_of_the_sampled_frames():
   frames = _frames(20)
-  recipe = T.InternVideo2Recipe(num_frames=4, crop_size=32, resize_short=None, flip=True)
+  recipe = R.InternVideo2Recipe(num_frames=4, crop_size=32, resize_short=None, flip=True)
   flips = 0
   for seed in range(16):
     out = recipe.train(lambda idx: frames[idx], 20, np.random.default_rng(seed))
@@ -133,7 +134,7 @@ def test_train_view_is_a_flipped_or_plain_crop_of_the_sampled_frames():
 
 def test_train_view_resizes_short_side_before_cropping():
   frames = _frames(8, 48, 64)
-  recipe = T.InternVideo2Recipe(num_frames=2, crop_size=32, resize_short=32, flip=False)
+  recipe = R.InternVideo2Recipe(num_frames=2, crop_size=32, resize_short=32, flip=False)
   out = recipe.train(lambda idx: frames[idx], 8, np.random.default_rng(3))
   rng = np.random.default_rng(3)
   idx = T.segment_indices(8, 2, rng)
@@ -145,11 +146,11 @@ def test_train_view_resizes_short_side_before_cropping():
 
 def test_eval_views_order_and_content():
   frames = _frames(20)
-  recipe = T.InternVideo2Recipe(
+  recipe = R.InternVideo2Recipe(
     num_frames=4, crop_size=32, resize_short=32, test_clips=2, test_crops=3
   )
   out = recipe.eval(lambda idx: frames[idx], 20)
-  assert out.shape == (6, 4, 32, 32, 3) and recipe.num_eval_views == 6
+  assert out.shape == (6, 4, 32, 32, 3) and recipe.num_eval_examples == 6
   resized = T.bilinear_resize(frames, (32, 42))
   for k in range(2):
     idx = T.segment_indices(20, 4, clip_index=k, num_clips=2)
@@ -161,7 +162,7 @@ def test_eval_views_order_and_content():
 
 def test_native_resolution_smaller_than_crop_is_upscaled():
   frames = _frames(4, 24, 40)
-  recipe = T.InternVideo2Recipe(
+  recipe = R.InternVideo2Recipe(
     num_frames=2, crop_size=32, resize_short=None, test_clips=1, test_crops=1
   )
   out = recipe.eval(lambda idx: frames[idx], 4)
@@ -170,7 +171,7 @@ def test_native_resolution_smaller_than_crop_is_upscaled():
 
 def test_recipe_rejects_bad_settings_and_decoder_output():
   with pytest.raises(ValueError, match="smaller than crop_size"):
-    T.InternVideo2Recipe(crop_size=224, resize_short=128)
-  recipe = T.InternVideo2Recipe(num_frames=2, crop_size=32)
+    R.InternVideo2Recipe(crop_size=224, resize_short=128)
+  recipe = R.InternVideo2Recipe(num_frames=2, crop_size=32)
   with pytest.raises(ValueError, match="uint8"):
     recipe.eval(lambda idx: np.zeros((len(idx), 48, 64, 3), np.float32), 8)

@@ -39,6 +39,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from internvqa_jax.data import transforms
+
 # Per-channel RGB statistics on the 0-255 scale (spec §5.5).
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -412,13 +414,6 @@ def grid_mini_patch_sampling(
   return gather_fragments(frames, tops, lefts, fsize, aligned, time_index)
 
 
-def normalize(fragments: np.ndarray) -> np.ndarray:
-  """(x - MEAN) / STD per RGB channel on the 0-255 scale, float32."""
-  if fragments.shape[-1] != 3:
-    raise ValueError(f"normalize: expected channels-last RGB (..., 3), got shape {fragments.shape}")
-  return (fragments.astype(np.float32) - MEAN) / STD
-
-
 def _check_frames(frames, what: str):
   if not isinstance(frames, np.ndarray):
     raise TypeError(f"{what}: frames must be a numpy array, got {type(frames).__name__}")
@@ -557,5 +552,5 @@ class FragmentSampler:
     x = grid_mini_patch_sampling(
       frames, cfg.fragments, cfg.fsize, cfg.aligned, spatial_rng, inverse.reshape(-1)
     )
-    x = normalize(x)
+    x = transforms.normalize(x, MEAN, STD, scale=1.0)
     return x.reshape(idx.shape + x.shape[1:])

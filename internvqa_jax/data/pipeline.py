@@ -15,6 +15,8 @@ Config `cfg` (a mapping or ml_collections.ConfigDict; every field optional):
   views: {name: view config}, default {'video': {'recipe': 'internvideo2'}}.
     Each sample decodes its video once and builds every named view from it,
     e.g. {'video': internvideo2, 'fragments': fastvqa} for distillation.
+    A view config's `recipe` names a model family; its other fields go to
+    that family's `input_recipe` (internvqa_jax.models):
     recipe 'internvideo2': num_frames (8), crop_size (224), resize_short
       (224; None = native-resolution crops, keeps compression artefacts
       sharp), flip (True), test_clips (4), test_crops (3).
@@ -26,7 +28,7 @@ Config `cfg` (a mapping or ml_collections.ConfigDict; every field optional):
   worker_count (0 = decode in the main process), worker_buffer_size (2).
   num_threads (2) and prefetch_buffer_size (2): Grain read threads/buffer
     (in every worker). Buffer elements are whole per-host batches in training
-    and whole videos (all views) in evaluation.
+    and whole videos (all eval examples) in evaluation.
   string_fields (()): record fields copied into batches as numpy str arrays
     (e.g. ('video_id', 'source')); off by default so batches hold only numeric
     arrays that can be handed to JAX as they are.
@@ -39,7 +41,8 @@ Batches are dicts of numpy arrays:
   index        int32 (B,)    position of the record in `records`; turn it into
                              a video id with `records[i]['video_id']` (ints,
                              unlike strings, can go to JAX).
-  view         int32 (B,)    eval only: view number (clip * C + crop).
+  example      int32 (B,)    eval only: the example's number within its video
+                             (InternVideo2: clip * C + crop; FAST-VQA: clip).
   mask         bool (B,)     eval only: False for padding.
 
 Determinism: the global sample stream is a function of (records, cfg, seed)
@@ -68,13 +71,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
+from internvqa_jax import models
+from internvqa_jax.config_dicts import config_dict
+from internvqa_jax.data import decode, frames
 from internvqa_jax.data import labels as labels_lib
-from internvqa_jax.data import transforms
+from internvqa_jax.data.video_types import record_name
 
 Record = Mapping[str, Any]
 DEFAULT_VIEWS = {"video": {"recipe": "internvideo2"}}
+# Batch entries besides the views' clips (which are keyed by view name).
+BATCH_FIELDS = frozenset({"label", "score", "index", "example", "mask"})
 
 
 class BadVideoError(RuntimeError):
@@ -82,14 +92,6 @@ class BadVideoError(RuntimeError):
 
 
 # ------------------------------------------------------------------ config ---
-
-
-def _to_dict(cfg: Any) -> dict[str, Any]:
-  if cfg is None:
-    return {}
-  if hasattr(cfg, "to_dict"):  # ml_collections.ConfigDict / FrozenConfigDict
-    return cfg.to_dict()
-  return {k: (_to_dict(v) if isinstance(v, Mapping) else v) for k, v in dict(cfg).items()}
 
 
 _TOP_LEVEL_KEYS = {
@@ -108,7 +110,7 @@ _TOP_LEVEL_KEYS = {
 
 
 def _parse_config(cfg: Any) -> dict[str, Any]:
-  cfg = _to_dict(cfg)
+  cfg = config_dict(cfg, "data pipeline config")
   unknown = set(cfg) - _TOP_LEVEL_KEYS
   if unknown:
     raise ValueError(
@@ -117,144 +119,28 @@ def _parse_config(cfg: Any) -> dict[str, Any]:
   return cfg
 
 
-class FastVQARecipe:
-  """FAST-VQA fragments through `fragments.FragmentSampler`."""
+def make_recipe(view: Mapping[str, Any]):
+  """The recipe (internvqa_jax.data.recipes) of one view config: the family its
+  `recipe` names (default internvideo2) builds it from the other fields."""
+  view = config_dict(view, "view config")
+  family = view.pop("recipe", "internvideo2")
+  if family not in models.FAMILIES:
+    raise ValueError(f"unknown recipe {family!r}; expected one of {models.families()}")
+  return models.get(family).input_recipe(view)
 
-  def __init__(self, variant: str, overrides: Mapping[str, Any] | None = None):
+
+def make_recipes(views_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+  """View name -> recipe (`make_recipe`) for every view config."""
+  views_cfg = config_dict(views_cfg, "views config") or dict(DEFAULT_VIEWS)
+  recipes = {}
+  for name, view in views_cfg.items():
+    if name in BATCH_FIELDS:
+      raise ValueError(f"view name {name!r} clashes with a batch field {sorted(BATCH_FIELDS)}")
     try:
-      from internvqa_jax.data import fragments  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise ImportError(
-        "FAST-VQA fragment sampling is not available: "
-        f"internvqa_jax.data.fragments failed to import ({e})"
-      ) from e
-    self.variant = variant
-    self.overrides = dict(overrides or {})
-    self.sampler = fragments.FragmentSampler(variant, **self.overrides)
-    if self.sampler.num_clips(True) != 1:
-      raise ValueError(
-        f"fastvqa view {variant!r}: training needs num_clips_train=1 (one view per "
-        f"sample), got {self.sampler.num_clips(True)}"
-      )
-
-  @property
-  def num_eval_views(self) -> int:
-    """Test clips per video (each becomes its own eval example)."""
-    return self.sampler.num_clips(False)
-
-  def train(self, read_frames, num_video_frames, rng):
-    clips = np.asarray(self.sampler(read_frames, num_video_frames, rng, True), np.float32)
-    if clips.ndim != 5 or clips.shape[0] != 1:
-      raise ValueError(
-        f"fastvqa view '{self.variant}' must give 1 training clip (1, T, S, S, 3), "
-        f"got shape {clips.shape}"
-      )
-    return clips[0]
-
-  def eval(self, read_frames, num_video_frames, rng):
-    clips = np.asarray(self.sampler(read_frames, num_video_frames, rng, False), np.float32)
-    if clips.ndim != 5:
-      raise ValueError(
-        f"fastvqa view '{self.variant}' must give (num_clips, T, S, S, 3), got {clips.shape}"
-      )
-    return clips
-
-
-def make_views(views_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-  """Name -> recipe object (InternVideo2Recipe or FastVQARecipe)."""
-  views_cfg = _to_dict(views_cfg) or dict(DEFAULT_VIEWS)
-  reserved = {"label", "score", "index", "view", "mask"}
-  views = {}
-  for name, vcfg in views_cfg.items():
-    if name in reserved:
-      raise ValueError(f"view name {name!r} clashes with a batch field {sorted(reserved)}")
-    vcfg = dict(vcfg)
-    recipe = vcfg.pop("recipe", "internvideo2")
-    if recipe == "internvideo2":
-      try:
-        views[name] = transforms.InternVideo2Recipe(**vcfg)
-      except TypeError as e:
-        raise ValueError(f"view {name!r}: bad internvideo2 options {sorted(vcfg)} ({e})") from e
-    elif recipe == "fastvqa":
-      unknown = set(vcfg) - {"variant", "overrides"}
-      if unknown or "variant" not in vcfg:
-        raise ValueError(
-          f"view {name!r}: fastvqa needs 'variant' and optional 'overrides', got {sorted(vcfg)}"
-        )
-      views[name] = FastVQARecipe(vcfg["variant"], vcfg.get("overrides"))
-    else:
-      raise ValueError(
-        f"view {name!r}: unknown recipe {recipe!r}; expected 'internvideo2' or 'fastvqa'"
-      )
-  return views
-
-
-# ---------------------------------------------------------------- decoding ---
-
-
-def describe(record: Record) -> str:
-  return f"video_id={record.get('video_id', '?')!r} path={(record.get('path') or '<in-memory>')!r}"
-
-
-class _RecordFrames:
-  """Frame reader for one record; with cache=True each frame is decoded once.
-
-  Views ask for their own indices (the fragment sampler chooses its own), so
-  with several views the frames they share are decoded once and reused. A
-  single view reads without caching, which bounds memory to what it asks for
-  in one call (one clip in evaluation).
-  """
-
-  def __init__(self, read_fn: Callable[..., np.ndarray], record: Record, cache: bool = True):
-    self._read_fn = read_fn
-    self._record = record
-    self._use_cache = cache
-    self._cache: dict[int, np.ndarray] = {}
-    self.num_frames = int(record.get("num_frames") or 0)
-    if self.num_frames < 1:
-      raise ValueError(f"record {describe(record)} has num_frames={record.get('num_frames')!r}")
-
-  def _source(self):
-    path = self._record.get("path") or ""
-    if path:
-      return path
-    data = self._record.get("video_bytes")
-    if not data:
-      raise ValueError(f"record {describe(self._record)} has neither 'path' nor 'video_bytes'")
-    return data
-
-  def __call__(self, indices) -> np.ndarray:
-    idx = np.asarray(indices, np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= self.num_frames):
-      raise IndexError(
-        f"frame indices {idx.tolist()} outside [0, {self.num_frames}) for {describe(self._record)}"
-      )
-    missing = np.unique([i for i in idx.tolist() if i not in self._cache]).astype(np.int64)
-    if missing.size:
-      kwargs = {}
-      path = self._record.get("path") or ""
-      if path.lower().endswith(".yuv"):  # Raw frames carry no header: pass the geometry.
-        kwargs = {
-          k: self._record[k]
-          for k in ("width", "height", "bit_depth", "fps")
-          if self._record.get(k) is not None
-        }
-      frames = np.asarray(self._read_fn(self._source(), missing, **kwargs))
-      if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != missing.size:
-        raise ValueError(
-          f"decoder returned {frames.dtype} {frames.shape} for {missing.size} frames"
-        )
-      if not self._use_cache:
-        return frames[np.searchsorted(missing, idx)]
-      for i, frame in zip(missing.tolist(), frames):
-        self._cache[i] = frame
-    return np.stack([self._cache[i] for i in idx.tolist()])
-
-
-def _default_read_frames(*args, **kwargs):
-  from internvqa_jax.data import decode  # pylint: disable=g-import-not-at-top
-
-  return decode.read_frames(*args, **kwargs)
+      recipes[name] = make_recipe(view)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"view {name!r}: {e}") from e
+  return recipes
 
 
 class VideoProcessor:
@@ -271,13 +157,11 @@ class VideoProcessor:
     cfg = _parse_config(cfg)
     self.records = records
     self.seed = int(seed)
-    self.views = make_views(cfg.get("views"))
+    self.recipes = make_recipes(cfg.get("views"))
     self.label_fn = labels_lib.make_label_transform(cfg.get("labels"))
     self.read_frames = read_frames
     self.string_fields = tuple(cfg.get("string_fields") or ())
-    clash = set(self.string_fields) & (
-      set(self.views) | {"label", "score", "index", "view", "mask"}
-    )
+    clash = set(self.string_fields) & (set(self.recipes) | BATCH_FIELDS)
     if clash:
       raise ValueError(f"string_fields {sorted(clash)} clash with view names or batch fields")
     self.skip_bad_videos = bool(cfg.get("skip_bad_videos", False))
@@ -294,17 +178,20 @@ class VideoProcessor:
 
   def _bad(self, record: Record, err: Exception):
     if not self.skip_bad_videos:
-      raise BadVideoError(f"cannot load {describe(record)}: {type(err).__name__}: {err}") from err
+      raise BadVideoError(
+        f"cannot load {record_name(record)}: {type(err).__name__}: {err}"
+      ) from err
     reason = f"{type(err).__name__}: {err}".replace("\t", " ").replace("\n", " ")
-    logging.warning("skipping bad video %s: %s", describe(record), reason)
+    logging.warning("skipping bad video %s: %s", record_name(record), reason)
     if self.bad_videos_log:
       with open(self.bad_videos_log, "a") as f:
         f.write(f"{record.get('video_id', '')}\t{record.get('path', '')}\t{reason}\n")
     return None
 
-  def _frames(self, record: Record) -> _RecordFrames:
-    return _RecordFrames(
-      self.read_frames or _default_read_frames, record, cache=len(self.views) > 1
+  def _frames(self, record: Record) -> frames.FrameCache:
+    # A single recipe reads without caching: memory stays at what it asks for in one call.
+    return frames.for_record(
+      record, read_fn=self.read_frames or decode.read_frames, cache=len(self.recipes) > 1
     )
 
   def train_example(self, position: int, record_index: int) -> dict[str, Any] | None:
@@ -314,7 +201,7 @@ class VideoProcessor:
     rng = self._rng(position)
     try:
       reader = self._frames(record)
-      out = {name: v.train(reader, reader.num_frames, rng) for name, v in self.views.items()}
+      out = {name: r.train(reader, reader.num_frames, rng) for name, r in self.recipes.items()}
     except Exception as e:  # pylint: disable=broad-except
       return self._bad(record, e)
     out.update(label)
@@ -322,31 +209,31 @@ class VideoProcessor:
     return out
 
   def eval_video(self, slot: tuple[int, bool]) -> dict[str, Any] | None:
-    """All eval views of one video, stacked on a leading view axis."""
+    """All eval examples of one video, stacked on a leading example axis."""
     record_index, real = int(slot[0]), bool(slot[1])
     record = self.records[record_index]
     common = self._common(record)
     try:
       reader = self._frames(record)
       # One stream per (record, view name): independent of host and worker.
-      views = {
-        name: v.eval(reader, reader.num_frames, self._rng(record_index, i))
-        for i, (name, v) in enumerate(self.views.items())
+      examples = {
+        name: r.eval(reader, reader.num_frames, self._rng(record_index, i))
+        for i, (name, r) in enumerate(self.recipes.items())
       }
     except Exception as e:  # pylint: disable=broad-except
       return self._bad(record, e)
-    counts = {name: x.shape[0] for name, x in views.items()}
+    counts = {name: x.shape[0] for name, x in examples.items()}
     if len(set(counts.values())) != 1:
       raise ValueError(
-        f"eval views give different numbers of views per video {counts}; "
+        f"eval views give different numbers of examples per video {counts}; "
         "evaluate them in separate pipelines"
       )
     n = next(iter(counts.values()))
-    out = dict(views)
+    out = dict(examples)
     for k, v in common.items():
       out[k] = np.repeat(np.asarray(v)[None], n)
     out["index"] = np.full((n,), record_index, np.int32)
-    out["view"] = np.arange(n, dtype=np.int32)
+    out["example"] = np.arange(n, dtype=np.int32)
     out["mask"] = np.full((n,), real, bool)
     return out
 
@@ -364,8 +251,6 @@ def _maybe_workers(ds: grain.IterDataset, cfg: Mapping[str, Any]) -> grain.IterD
     raise ValueError(f"worker_count must be >= 0, got {workers}")
   if workers == 0:
     return ds
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   if not flags.FLAGS.is_parsed():
     # Grain's worker processes read absl flags; outside an absl app (pytest,
     # notebooks, argparse scripts) they would fail with UnparsedFlagAccessError.
@@ -379,8 +264,6 @@ def _maybe_workers(ds: grain.IterDataset, cfg: Mapping[str, Any]) -> grain.IterD
 
 def _process_info(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
@@ -490,17 +373,17 @@ class EvalBatches:
   """Re-iterable padded eval batches of one host (see make_eval_batches)."""
 
   def __init__(
-    self, dataset: grain.IterDataset, num_slots: int, batch_size: int, views_per_video: int
+    self, dataset: grain.IterDataset, num_slots: int, batch_size: int, examples_per_video: int
   ):
     self._dataset = dataset
     self.num_slots = num_slots
     self.batch_size = batch_size
-    self.views_per_video = views_per_video
+    self.examples_per_video = examples_per_video
 
   @property
   def num_batches(self) -> int:
     """Batches per host, the same on every host."""
-    return -(-self.num_slots * self.views_per_video // self.batch_size)
+    return -(-self.num_slots * self.examples_per_video // self.batch_size)
 
   def __len__(self) -> int:
     return self.num_batches
@@ -519,8 +402,8 @@ class EvalBatches:
     template = None
     for video in videos:
       n = len(video["mask"])
-      if n != self.views_per_video:
-        raise ValueError(f"expected {self.views_per_video} eval views per video, got {n}")
+      if n != self.examples_per_video:
+        raise ValueError(f"expected {self.examples_per_video} eval examples per video, got {n}")
       template = video
       pending.append(video)
       size += n
@@ -538,7 +421,7 @@ class EvalBatches:
 
 
 def _take(pending, n):
-  """First n views of a list of stacked video dicts -> (batch, rest, rest size)."""
+  """First n examples of a list of stacked video dicts -> (batch, rest, rest size)."""
   parts, rest, got = [], [], 0
   for video in pending:
     m = len(video["mask"])
@@ -566,10 +449,10 @@ def make_eval_batches(
   seed: int = 0,
   read_frames: Callable[..., np.ndarray] | None = None,
 ) -> EvalBatches:
-  """This host's eval batches: every video once, in order, all views each.
+  """This host's eval batches: every video once, in order, all its eval examples.
 
-  Every view of a video is its own example, tagged with `index` (record) and
-  `view`; average the model's scores per `index` over examples with `mask`.
+  Every eval example of a video is its own batch row, tagged with `index` (record)
+  and `example`; average the model's scores per `index` over rows with `mask`.
   The last batch is padded (mask False, index -1), and hosts with fewer
   videos repeat a masked video, so all hosts run `len(batches)` steps.
   """
@@ -583,20 +466,12 @@ def make_eval_batches(
   if processor.skip_bad_videos:
     raise ValueError("skip_bad_videos is not supported in evaluation: every video must be scored")
   slots = host_video_slots(len(records), process_index, process_count)
-  counts = {name: int(v.num_eval_views) for name, v in processor.views.items()}
+  counts = {name: int(r.num_eval_examples) for name, r in processor.recipes.items()}
   if len(set(counts.values())) > 1:
     raise ValueError(
-      f"eval views give different numbers of views per video {counts}; "
+      f"eval views give different numbers of examples per video {counts}; "
       "evaluate them in separate pipelines"
     )
   ds = grain.MapDataset.source(slots).map(processor.eval_video)
   ds = _maybe_workers(ds.to_iter_dataset(_read_options(pcfg)), pcfg)
   return EvalBatches(ds, len(slots), batch_size, next(iter(counts.values())))
-
-
-def average_per_video(index: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> dict[int, float]:
-  """Mean score over each video's views, ignoring padding (mask False): {record index: mean}."""
-  from internvqa_jax import metrics  # pylint: disable=g-import-not-at-top
-
-  ids, means = metrics.aggregate_by_video(np.asarray(index), scores, np.asarray(mask, bool))
-  return dict(zip(ids.tolist(), means.tolist()))

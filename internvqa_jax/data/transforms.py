@@ -1,4 +1,4 @@
-"""NumPy video augmentations and the InternVideo2 sampling recipe.
+"""NumPy video augmentations: InternVideo2 clip sampling, resizing, crops, normalisation.
 
 Everything here works on uint8 frames (N, H, W, 3) from a decoder and returns
 float32 channels-last clips, so the same code runs in Grain worker processes
@@ -26,7 +26,6 @@ often the better choice; 224 reproduces the InternVideo2/InternVQA recipe.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -123,17 +122,29 @@ def bilinear_resize(
 
 
 def normalize(
-  frames: np.ndarray, mean: np.ndarray = IMAGENET_MEAN, std: np.ndarray = IMAGENET_STD
+  frames: np.ndarray,
+  mean: np.ndarray = IMAGENET_MEAN,
+  std: np.ndarray = IMAGENET_STD,
+  *,
+  scale: float = 1.0 / 255.0,
 ) -> np.ndarray:
-  """[0, 255] values -> (x / 255 - mean) / std, float32."""
-  x = np.asarray(frames, np.float32) * np.float32(1.0 / 255.0)
+  """Channels-last RGB -> (x * scale - mean) / std per channel, float32.
+
+  The default is InternVideo2's [0, 1] ImageNet statistics; FAST-VQA gives its
+  0-255-scale statistics with scale=1 (no multiplication, as the reference).
+  """
+  if np.shape(frames)[-1] != 3:
+    raise ValueError(f"normalize: expected channels-last RGB (..., 3), got {np.shape(frames)}")
+  x = np.asarray(frames, np.float32)
+  if scale != 1.0:
+    x = x * np.float32(scale)
   return (x - mean) / std
 
 
 # ------------------------------------------------------------------- crops ---
 
 
-def _resized_hw(
+def resized_hw(
   height: int, width: int, resize_short: int | None, crop_size: int
 ) -> tuple[int, int]:
   """Frame size after the short-side rule; native if resize_short is None.
@@ -185,80 +196,7 @@ def test_crop_boxes(
   return boxes
 
 
-# ------------------------------------------------------------------ recipe ---
-
-
-@dataclasses.dataclass(frozen=True)
-class InternVideo2Recipe:
-  """InternVideo2-style clip sampling and augmentation (see module doc).
-
-  Attributes:
-    num_frames: T, frames per clip (one per temporal segment).
-    crop_size: side of the square crop fed to the model.
-    resize_short: short side after resizing; None keeps native resolution.
-    flip: random horizontal flip (p = 0.5) in training.
-    test_clips: S temporal clips per video in evaluation.
-    test_crops: C spatial crops per clip in evaluation.
-  """
-
-  num_frames: int = 8
-  crop_size: int = 224
-  resize_short: int | None = 224
-  flip: bool = True
-  test_clips: int = 4
-  test_crops: int = 3
-
-  def __post_init__(self):
-    for name in ("num_frames", "crop_size", "test_clips", "test_crops"):
-      if int(getattr(self, name)) < 1:
-        raise ValueError(f"InternVideo2Recipe.{name} must be >= 1, got {getattr(self, name)}")
-    if self.resize_short is not None and self.resize_short < self.crop_size:
-      raise ValueError(
-        f"resize_short={self.resize_short} is smaller than crop_size={self.crop_size}"
-      )
-
-  @property
-  def num_eval_views(self) -> int:
-    return self.test_clips * self.test_crops
-
-  def train(
-    self, read_frames: FrameReader, num_video_frames: int, rng: np.random.Generator
-  ) -> np.ndarray:
-    """One augmented clip, float32 (T, crop, crop, 3), normalized."""
-    idx = segment_indices(num_video_frames, self.num_frames, rng)
-    frames = _check_frames(read_frames(idx), len(idx))
-    h, w = frames.shape[1:3]
-    oh, ow = _resized_hw(h, w, self.resize_short, self.crop_size)
-    top, left = random_crop_box(oh, ow, self.crop_size, rng)
-    clip = bilinear_resize(frames, (oh, ow), box=(top, left, self.crop_size, self.crop_size))
-    if self.flip and rng.random() < 0.5:
-      clip = clip[:, :, ::-1]
-    return np.ascontiguousarray(normalize(clip))
-
-  def eval(
-    self, read_frames: FrameReader, num_video_frames: int, rng: np.random.Generator | None = None
-  ) -> np.ndarray:
-    """All test views, float32 (S*C, T, crop, crop, 3); view = clip*C + crop."""
-    del rng  # The test protocol is deterministic.
-    c = self.crop_size
-    views = []
-    # Clip by clip, cropping before the float conversion: peak memory stays at
-    # one clip of decoded frames even for 4K video at native resolution.
-    for k in range(self.test_clips):
-      idx = segment_indices(
-        num_video_frames, self.num_frames, clip_index=k, num_clips=self.test_clips
-      )
-      frames = _check_frames(read_frames(idx), len(idx))
-      h, w = frames.shape[1:3]
-      oh, ow = _resized_hw(h, w, self.resize_short, c)
-      if (oh, ow) != (h, w):  # One resize per clip, shared by its crops.
-        frames = bilinear_resize(frames, (oh, ow))
-      for top, left in test_crop_boxes(oh, ow, c, self.test_crops):
-        views.append(normalize(frames[:, top : top + c, left : left + c]))
-    return np.stack(views)
-
-
-def _check_frames(frames: np.ndarray, n: int) -> np.ndarray:
+def check_frames(frames: np.ndarray, n: int) -> np.ndarray:
   frames = np.asarray(frames)
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != n or frames.shape[-1] != 3:
     raise ValueError(

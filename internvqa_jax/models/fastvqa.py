@@ -15,18 +15,14 @@ Parameter tree (mirrors the released PyTorch keys `fragments_backbone.*` and
                           ..., 'norm': ...},
    'vqa_head': {'fc_hid': {'kernel', 'bias'}, 'fc_last': {'kernel', 'bias'}}}
 
-A video scored with several clips (stacked along the batch axis, clip-major)
-gets `video_score(out["score"])`, the plain mean of its clip scores (equal to the
-original mean over all head-map values, since all clips have the same shape).
-
-Input normalisation: RGB on the 0-255 scale, (x - mean) / std with
-mean = (123.675, 116.28, 103.53) and std = (58.395, 57.12, 57.375) (`normalize`).
+A video scored with several clips gets the plain mean of its clip scores (equal
+to the original mean over all head-map values, since all clips have the same
+shape). Input fragments, normalised, come from `internvqa_jax.data.fragments`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -34,10 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from internvqa_jax.models import swin3d
-
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
+from internvqa_jax.data import fragments, recipes
+from internvqa_jax.models import initializers, module_kwargs, swin3d
 
 # Architecture and nominal input (T, H, W) of each released setting. FasterVQA,
 # -MT and -MS share one checkpoint; they differ in the clip they are fed (the
@@ -82,8 +76,6 @@ INPUT_SIZES: dict[str, tuple[int, int, int]] = {
   "tiny": (8, 48, 48),
 }
 
-_TUPLE_FIELDS = ("depths", "num_heads", "window_size", "frag_biases", "base_x_size", "patch_size")
-
 
 class VQAHead(nn.Module):
   """Per-token head: dropout, 768 -> hidden, exact GELU, dropout, hidden -> 1.
@@ -103,8 +95,8 @@ class VQAHead(nn.Module):
       self.hidden,
       dtype=self.dtype,
       param_dtype=jnp.float32,
-      kernel_init=swin3d.torch_conv_init,
-      bias_init=swin3d.torch_conv_bias_init(fan_in),
+      kernel_init=initializers.torch_conv_kernel,
+      bias_init=initializers.torch_conv_bias(fan_in),
       name="fc_hid",
     )(x)
     x = swin3d.gelu(x)
@@ -113,8 +105,8 @@ class VQAHead(nn.Module):
       1,
       dtype=self.dtype,
       param_dtype=jnp.float32,
-      kernel_init=swin3d.torch_conv_init,
-      bias_init=swin3d.torch_conv_bias_init(self.hidden),
+      kernel_init=initializers.torch_conv_kernel,
+      bias_init=initializers.torch_conv_bias(self.hidden),
       name="fc_last",
     )(x)
     return x[..., 0]
@@ -139,31 +131,6 @@ class FastVQA(nn.Module):
   drop_path_rate: float = 0.1
   dtype: str = "float32"
   remat: bool = False
-
-  @classmethod
-  def from_kwargs(cls, **kw) -> FastVQA:
-    """Builds from stored (JSON) kwargs: lists become tuples, unknown keys are errors."""
-    names = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
-    unknown = sorted(set(kw) - names)
-    if unknown:
-      raise TypeError(f"FastVQA got unknown model_kwargs {unknown}; known: {sorted(names)}")
-    for k in _TUPLE_FIELDS:
-      if k in kw:
-        kw[k] = tuple(kw[k])
-    if "dtype" in kw:
-      kw["dtype"] = jnp.dtype(kw["dtype"]).name
-    return cls(**kw)
-
-  def model_kwargs(self) -> dict[str, Any]:
-    """JSON-serialisable constructor arguments (stored in converted checkpoints)."""
-    out = {}
-    for f in dataclasses.fields(self):
-      if f.name in ("parent", "name"):
-        continue
-      v = getattr(self, f.name)
-      out[f.name] = list(v) if isinstance(v, tuple) else v
-    out["dtype"] = jnp.dtype(self.dtype).name
-    return out
 
   @nn.compact
   def __call__(self, video, *, train: bool = False):
@@ -192,27 +159,89 @@ class FastVQA(nn.Module):
     }
 
 
+# ----------------------------------------------------------------------------
+# The family interface (see internvqa_jax.models).
+
+NAME = "fastvqa"
+
+# Sampling variants tried, in order, by `default_view` when meta.json names none.
+_GUESS_ORDER = ("fast_vqa_b", "fast_vqa_m", "faster_vqa_mt", "faster_vqa_ms")
+
+
 def make(variant: str, **overrides: Any) -> FastVQA:
   """FastVQA for a named variant; `overrides` replace any attribute (dtype, remat, ...)."""
   if variant not in VARIANTS:
     raise ValueError(f"unknown FAST-VQA variant {variant!r}; known: {sorted(VARIANTS)}")
-  return FastVQA.from_kwargs(**{**VARIANTS[variant], **overrides})
+  return from_kwargs(**{**VARIANTS[variant], **overrides})
+
+
+def from_kwargs(**kwargs: Any) -> FastVQA:
+  """Builds from saved (JSON) kwargs: lists become tuples, unknown keys are errors."""
+  return module_kwargs.construct(FastVQA, kwargs)
+
+
+def model_kwargs(module: FastVQA) -> dict[str, Any]:
+  """JSON-serialisable constructor arguments (stored in converted checkpoints)."""
+  return module_kwargs.saved(module)
 
 
 def variant_kwargs(variant: str) -> dict[str, Any]:
   """JSON model_kwargs of a named variant."""
-  return make(variant).model_kwargs()
+  return model_kwargs(make(variant))
 
 
-def video_score(clip_scores: jax.Array) -> jax.Array:
-  """Video score from the (num_clips,) scores of its clips: their plain mean."""
-  return jnp.mean(jnp.asarray(clip_scores, jnp.float32), axis=-1)
+def input_shape(module: FastVQA, batch: int = 1) -> tuple[int, ...]:
+  """The nominal clip (B, T, H, W, 3): base_x_size."""
+  t, h, w = module.base_x_size
+  return (batch, t, h, w, 3)
 
 
-def normalize(frames_uint8: jax.Array) -> jax.Array:
-  """RGB 0-255 frames (..., 3) -> the model's normalised float32 input."""
-  x = jnp.asarray(frames_uint8, jnp.float32)
-  return (x - jnp.asarray(MEAN, jnp.float32)) / jnp.asarray(STD, jnp.float32)
+def fit_param(path: str, value: np.ndarray, module: FastVQA, saved: dict, log=print):
+  """FAST-VQA parameters do not depend on the input size: nothing to adapt."""
+  del path, module, saved, log
+  return value
+
+
+def num_layers(module: FastVQA) -> None:
+  """None: no layer numbering (layer decay and teacher presets do not apply)."""
+  del module
+
+
+def layer_id(path: str, num_layers: int) -> int:
+  raise ValueError(f"{path!r}: FAST-VQA has no layer numbering (layer decay, teacher presets)")
+
+
+def with_frozen_layers(module: FastVQA, n: int) -> FastVQA:
+  raise ValueError(f"FAST-VQA has no layer numbering; cannot freeze {n} layers")
+
+
+def input_recipe(view: Mapping[str, Any]) -> recipes.FragmentRecipe:
+  """View config fields: variant (a fragments.VARIANT_SAMPLING name) and optional
+  overrides (FragmentSampler keyword arguments)."""
+  unknown = set(view) - {"variant", "overrides"}
+  if unknown or "variant" not in view:
+    raise ValueError(f"fastvqa needs 'variant' and optional 'overrides', got {sorted(view)}")
+  return recipes.FragmentRecipe(view["variant"], view.get("overrides"))
+
+
+def default_view(module: FastVQA, meta: Mapping[str, Any]) -> dict[str, Any]:
+  """The sampling variant named in meta.json (converters store it), else the one whose
+  clip (T, S, S) equals the model's base_x_size. FasterVQA shares FAST-VQA-B's input
+  size, so a FasterVQA directory without a stored variant needs an explicit view."""
+  stored = meta.get("variant")
+  if stored in fragments.VARIANT_SAMPLING:
+    return {"recipe": NAME, "variant": stored}
+  size = tuple(int(x) for x in module.base_x_size)
+  known = {}
+  for v in _GUESS_ORDER:
+    c = fragments.VARIANT_SAMPLING[v]
+    known[v] = (c["clip_len"], c["fragments"] * c["fsize"], c["fragments"] * c["fsize"])
+    if known[v] == size:
+      return {"recipe": NAME, "variant": v}
+  raise ValueError(
+    f"no FAST-VQA sampling variant has input size {size} (known (T, H, W): {known}); "
+    "give the fragment sampling variant explicitly"
+  )
 
 
 def _init_input(model: FastVQA) -> jax.ShapeDtypeStruct:

@@ -18,17 +18,18 @@ specification for every numerical choice made here.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from internvqa_jax.models import initializers, posembed
+from internvqa_jax.data import recipes
+from internvqa_jax.models import initializers, module_kwargs, posembed
 
 FEATURE_DIM = 768  # Output width of the attention pool (`clip_embed_dim`).
 
@@ -56,20 +57,6 @@ VARIANTS: dict[str, dict[str, int]] = {
 
 
 trunc_normal = initializers.trunc_normal  # timm's trunc_normal_ (absolute +-2 bounds).
-
-
-def _torch_conv_bias_init(fan_in: int):
-  """PyTorch's default Conv/Linear bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
-
-  return init
-
-
-# kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)) == variance_scaling(1/3, fan_in, uniform).
-_torch_conv_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def head_init_params(key: jax.Array, num_outputs: int, init_scale: float = 0.001) -> dict:
@@ -227,10 +214,10 @@ class _PatchProj(nn.Module):
   @nn.compact
   def __call__(self, patches):
     kernel = self.param(
-      "kernel", _torch_conv_kernel_init, self.window + (self.features,), self.param_dtype
+      "kernel", initializers.torch_conv_kernel, self.window + (self.features,), self.param_dtype
     )
     bias = self.param(
-      "bias", _torch_conv_bias_init(self.fan_in), (self.features,), self.param_dtype
+      "bias", initializers.torch_conv_bias(self.fan_in), (self.features,), self.param_dtype
     )
     kernel = kernel.reshape(self.fan_in, self.features).astype(self.dtype)
     return jnp.dot(patches, kernel) + bias.astype(self.dtype)
@@ -396,7 +383,7 @@ class InternVideo2(nn.Module):
   requested.
   """
 
-  FAMILY = "internvideo2"
+  FAMILY: ClassVar[str] = "internvideo2"
 
   embed_dim: int
   depth: int
@@ -421,15 +408,6 @@ class InternVideo2(nn.Module):
   attention_impl: str | None = None
   init_scale: float = 0.001
   layerscale_init: float = 1e-5
-
-  @classmethod
-  def from_kwargs(cls, **kw) -> InternVideo2:
-    """Builds from JSON-decoded kwargs (lists become tuples)."""
-    names = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
-    unknown = sorted(set(kw) - names)
-    if unknown:
-      raise TypeError(f"InternVideo2 got unknown model_kwargs {unknown}; known: {sorted(names)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
 
   @property
   def grid_size(self) -> int:
@@ -539,20 +517,31 @@ class InternVideo2(nn.Module):
     return jnp.asarray(table, dtype).reshape(shape)
 
 
+# ----------------------------------------------------------------------------
+# The family interface (see internvqa_jax.models).
+
+NAME = "internvideo2"
+
+
 def make(variant: str, **overrides: Any) -> InternVideo2:
   """A named variant (VARIANTS) with constructor overrides, e.g. num_outputs=1."""
   if variant not in VARIANTS:
     raise ValueError(f"unknown InternVideo2 variant {variant!r}; known: {sorted(VARIANTS)}")
-  return InternVideo2.from_kwargs(**{**VARIANTS[variant], **overrides})
+  return from_kwargs(**{**VARIANTS[variant], **overrides})
+
+
+def from_kwargs(**kwargs: Any) -> InternVideo2:
+  """Builds from saved (JSON-decoded) kwargs; unknown keys are errors."""
+  return module_kwargs.construct(InternVideo2, kwargs)
 
 
 def model_kwargs(module: InternVideo2) -> dict[str, Any]:
-  """The JSON-serialisable constructor arguments of `module`."""
-  return {
-    f.name: getattr(module, f.name)
-    for f in dataclasses.fields(module)
-    if f.name not in ("parent", "name")
-  }
+  """The JSON-serialisable constructor arguments of `module` (meta.json)."""
+  return module_kwargs.saved(module)
+
+
+def input_shape(module: InternVideo2, batch: int = 1) -> tuple[int, ...]:
+  return module.input_shape(batch)
 
 
 def abstract_params(module: InternVideo2) -> dict:
@@ -563,3 +552,72 @@ def abstract_params(module: InternVideo2) -> dict:
 
 def count_params(module: InternVideo2) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_params(module))))
+
+
+def fit_param(path: str, value: np.ndarray, module: InternVideo2, saved: dict, log=print):
+  """A converted tensor whose shape differs from `module`'s: pos_embed is resampled
+  (PyTorch semantics) to the module's frame count and grid; anything else is returned
+  as it is (the caller reports the mismatch)."""
+  if path != "pos_embed":
+    return value
+  new = posembed.resample_pos_embed(
+    value,
+    src_frames=saved["num_frames"] // saved.get("tubelet_size", 1),
+    src_grid=saved["img_size"] // saved.get("patch_size", 14),
+    dst_frames=module.num_frames // module.tubelet_size,
+    dst_grid=module.img_size // module.patch_size,
+  )
+  log(f"pos_embed resampled {value.shape} -> {new.shape}")
+  return new
+
+
+def num_layers(module: InternVideo2) -> int:
+  return module.depth
+
+
+def layer_id(path: str, num_layers: int) -> int:
+  """`get_num_layer_for_vit`: stem -> 0, blocks_j -> j + 1, everything else num_layers + 1.
+
+  Stem = cls_token, mask_token, pos_embed and patch_embed/*, exactly the
+  reference's name list (so e.g. a separate pos_embed_spatial is top layer).
+  """
+  first = path.split("/", 1)[0]
+  if first in ("cls_token", "mask_token", "pos_embed", "patch_embed"):
+    return 0
+  if first.startswith("blocks_"):
+    j = int(first[len("blocks_") :])
+    if not 0 <= j < num_layers:
+      raise ValueError(
+        f"{path!r}: block index {j} outside 0..{num_layers - 1} (depth={num_layers})"
+      )
+    return j + 1
+  return num_layers + 1
+
+
+def with_frozen_layers(module: InternVideo2, n: int) -> InternVideo2:
+  """The stem and blocks [0, n) run under stop_gradient (no backward pass through them)."""
+  return module.clone(frozen_blocks=n)
+
+
+def input_recipe(view: Mapping[str, Any]) -> recipes.InternVideo2Recipe:
+  """View config fields: num_frames, crop_size, resize_short, flip, test_clips, test_crops."""
+  try:
+    return recipes.InternVideo2Recipe(**view)
+  except TypeError as e:
+    raise ValueError(f"bad internvideo2 view options {sorted(view)} ({e})") from e
+
+
+def default_view(module: InternVideo2, meta: Mapping[str, Any]) -> dict[str, Any]:
+  """The InternVideo2 test protocol for a model directory without an `eval_view`:
+  4 clips x 3 crops of the model's frames and image size after resizing the short
+  side to the image size."""
+  del meta
+  return {
+    "recipe": NAME,
+    "num_frames": int(module.num_frames),
+    "crop_size": int(module.img_size),
+    "resize_short": int(module.img_size),
+    "flip": False,
+    "test_clips": 4,
+    "test_crops": 3,
+  }

@@ -56,16 +56,6 @@ def gelu(x: jax.Array) -> jax.Array:
 # original: Linear weights trunc_normal(0.02) and zero bias (Swin's init_weights),
 # Conv3d weights/biases Kaiming-uniform with bound 1/sqrt(fan_in).
 dense_init = initializers.trunc_normal(0.02)  # timm trunc_normal_(std=.02), as the original.
-torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def torch_conv_bias_init(fan_in: int):
-  bound = 1.0 / np.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
 
 
 # ---------------------------------------------------------------------------
@@ -224,8 +214,8 @@ class PatchEmbed3D(nn.Module):
       padding="VALID",
       dtype=self.dtype,
       param_dtype=jnp.float32,
-      kernel_init=torch_conv_init,
-      bias_init=torch_conv_bias_init(fan_in),
+      kernel_init=initializers.torch_conv_kernel,
+      bias_init=initializers.torch_conv_bias(fan_in),
       name="proj",
     )(x)
     return layer_norm("norm", self.dtype)(x)
