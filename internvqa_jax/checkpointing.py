@@ -17,12 +17,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import grain
 import orbax.checkpoint as ocp
 
 
 def _grain_args():
-  import grain
-
   return grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointRestore
 
 

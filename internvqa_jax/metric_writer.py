@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -30,12 +31,7 @@ class MetricWriter:
     # Held open for the run's lifetime; close() releases it.
     self._f = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
     if tensorboard:
-      try:
-        from tensorboardX import SummaryWriter
-
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
-      except ImportError:  # tensorboardX is a hard dependency; keep logging going anyway.
-        print("tensorboardX missing: TensorBoard event files are not written", file=sys.stderr)
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:

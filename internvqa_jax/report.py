@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from internvqa_jax import metrics as metrics_lib
+from internvqa_jax.evaluate import format_table
 
 LABEL_COLUMNS = ("mos", "dmos", "score", "label")
 
@@ -180,6 +181,7 @@ def plot_scatter(
   path: str, pred: np.ndarray, label: np.ndarray, title: str, label_column: str
 ) -> bool:
   """Scatter of prediction vs label with the fitted logistic; returns fit success."""
+  # Imported where it draws: choosing the Agg backend is process-wide, so only plotting makes it.
   import matplotlib
 
   matplotlib.use("Agg")
@@ -262,8 +264,6 @@ def make_report(
 
 
 def _markdown(report, preds, labels, paths) -> str:
-  from internvqa_jax.evaluate import format_table
-
   lines = [
     "# Quality-assessment report",
     "",
@@ -331,8 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (FileNotFoundError, ReportError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  from internvqa_jax.evaluate import format_table
-
   print(
     format_table(
       report["metrics"], title=f"{report['num_videos']} videos vs {report['label_column']}"

@@ -3,6 +3,8 @@
 Imports are lazy so that `import internvqa_jax.data` does not load PyAV.
 """
 
+import importlib
+
 _EXPORTS = {
   "read_frames": "internvqa_jax.data.decode",
   "probe": "internvqa_jax.data.decode",
@@ -15,7 +17,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
   if name in _EXPORTS:
-    import importlib
-
     return getattr(importlib.import_module(_EXPORTS[name]), name)
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

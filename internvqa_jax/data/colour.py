@@ -16,6 +16,7 @@ fixed-point tables that are off by up to 6 levels on 10-bit input).
 from __future__ import annotations
 
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 # (Kr, Kb) luma coefficients per matrix; Kg = 1 - Kr - Kb.
 KR_KB = {
@@ -135,9 +136,6 @@ def frame_to_rgb(
   matrix / full_range default to the frame's tags and the rules above.
   Raises ValueError for pixel formats that are neither Y'CbCr nor RGB.
   """
-  # Imported here so that `colour` stays importable without PyAV.
-  from av.video.reformatter import ColorRange, Colorspace, Interpolation
-
   pix_fmt = frame.format.name
   if _is_rgb_format(pix_fmt):
     return frame.to_ndarray(format="rgb24")

@@ -44,7 +44,12 @@ import io
 import os
 import zlib
 
+import av
 import numpy as np
+import scipy.ndimage
+import skimage.data
+import skimage.io
+import skimage.transform
 
 # Natural photographs bundled with scikit-image (file names in skimage/data): the colour ones, then
 # greyscale ones (replicated to neutral grey RGB). Left out: the right view of the motorcycle stereo
@@ -108,13 +113,6 @@ MOS_SLOPE_DB = 4.0
 
 
 def skimage_data_dir() -> str:
-  try:
-    import skimage.data  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-      "The synthetic dataset needs scikit-image (its bundled sample photographs); "
-      "install it with `pip install scikit-image`."
-    ) from e
   return os.path.dirname(skimage.data.__file__)
 
 
@@ -128,8 +126,6 @@ def load_source_image(name: str) -> np.ndarray:
       f"Synthetic source {name!r} needs {path}, which is missing: this scikit-image install does "
       "not ship its sample images (reinstall scikit-image from a wheel)."
     )
-  import skimage.io  # pylint: disable=g-import-not-at-top
-
   image = np.asarray(skimage.io.imread(path))
   if name in GREYSCALE_SOURCES:
     if image.ndim != 2 or image.dtype != np.uint8:
@@ -211,8 +207,6 @@ def render_clip(
   # pixel per output pixel: bilinear sampling alone would alias when minifying.
   shrink = min(1.0, height / win_h)
   if shrink < 1.0:
-    import skimage.transform  # pylint: disable=g-import-not-at-top
-
     image = skimage.transform.resize(
       image,
       (round(hi * shrink), round(wi * shrink)),
@@ -242,8 +236,6 @@ def render_clip(
 
 def to_yuv420p(frames: np.ndarray) -> list:
   """Converts RGB uint8 frames once with libswscale; the result is encoder input and reference."""
-  import av  # pylint: disable=g-import-not-at-top
-
   return [
     av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
     for f in frames
@@ -252,8 +244,6 @@ def to_yuv420p(frames: np.ndarray) -> list:
 
 def encode_clip(yuv_frames: list, encoder: str, level: int, fps: int) -> bytes:
   """Encodes yuv420p frames into an in-memory MP4 with one single-threaded encoder."""
-  import av  # pylint: disable=g-import-not-at-top
-
   if encoder not in ENCODERS:
     raise KeyError(f"Unknown encoder {encoder!r}; known: {sorted(ENCODERS)}")
   spec = ENCODERS[encoder]
@@ -283,8 +273,6 @@ def _plane_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def decode_yuv420p(encoded: bytes, num_frames: int) -> list[np.ndarray]:
   """Decodes an encoded clip to yuv420p planes, one (H * 3 / 2, W) uint8 array per frame."""
-  import av  # pylint: disable=g-import-not-at-top
-
   with av.open(io.BytesIO(encoded)) as container:
     decoded = [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
   if len(decoded) != num_frames:
@@ -309,8 +297,6 @@ def yuv_psnr(decoded: list[np.ndarray], reference: list) -> float:
 
 def detail_snr(decoded: list[np.ndarray], reference: list) -> float:
   """Mean over frames of the luma detail-to-error ratio (dB) against the reference (module doc)."""
-  import scipy.ndimage  # pylint: disable=g-import-not-at-top
-
   scores = []
   for dec, ref in zip(decoded, reference, strict=True):
     ref = ref.to_ndarray()

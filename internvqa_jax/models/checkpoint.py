@@ -21,6 +21,8 @@ from typing import Any
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -40,8 +42,6 @@ def save_params(
   place only once complete, so an interrupted or failed write never leaves a
   half-written `dst`.
   """
-  import orbax.checkpoint as ocp  # Local import: keeps `import models` light.
-
   dst = os.path.abspath(os.fspath(dst))
   if "family" not in meta or "model_kwargs" not in meta:
     raise ValueError(f"meta for {dst} needs 'family' and 'model_kwargs', got keys {sorted(meta)}")
@@ -85,8 +85,6 @@ def save_params(
 
 
 def _sync(name: str) -> None:
-  from jax.experimental import multihost_utils
-
   multihost_utils.sync_global_devices(name)
 
 
@@ -109,8 +107,6 @@ def read_meta(src: str | os.PathLike) -> dict[str, Any]:
 
 def load_params(src: str | os.PathLike, target: Any = None) -> tuple[dict, dict]:
   """Returns (params, meta). `target` (an abstract tree) restores with shardings."""
-  import orbax.checkpoint as ocp
-
   src = os.path.abspath(os.fspath(src))
   meta = read_meta(src)
   ckptr = ocp.StandardCheckpointer()

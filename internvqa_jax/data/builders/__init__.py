@@ -19,8 +19,11 @@ import dataclasses
 import os
 from typing import Any
 
+import av
 import numpy as np
 import tensorflow_datasets as tfds
+
+from internvqa_jax.data import decode
 
 FULL_SPLIT = "full"
 
@@ -85,8 +88,6 @@ class VideoMeta:
 
 def inspect_container_video(path: str) -> VideoMeta:
   """Probes a container file and decodes its first frame; raises with the decoder's reason."""
-  from internvqa_jax.data import decode  # pylint: disable=g-import-not-at-top
-
   info = decode.probe(path)
   frames = decode.read_frames(path, [0])
   if frames.shape[0] != 1:
@@ -103,8 +104,6 @@ def inspect_container_video(path: str) -> VideoMeta:
 
 def canonical_codec(decoder_name: str) -> str:
   """The bitstream's codec name for a decoder name: 'libdav1d' -> 'av1', 'h264' -> 'h264'."""
-  import av  # pylint: disable=g-import-not-at-top
-
   try:
     return av.codec.Codec(decoder_name, "r").canonical_name
   except Exception:  # pylint: disable=broad-except  # not a decoder name: keep it as given
@@ -113,8 +112,6 @@ def canonical_codec(decoder_name: str) -> str:
 
 def inspect_raw_yuv(path: str, width: int, height: int, fps: float, bit_depth: int) -> VideoMeta:
   """Counts the frames of a planar 4:2:0 file from its size and decodes frame 0."""
-  from internvqa_jax.data import decode  # pylint: disable=g-import-not-at-top
-
   geometry = dict(width=width, height=height, bit_depth=bit_depth, fps=fps)
   info = decode.probe(path, **geometry)
   frames = decode.read_frames(path, [0], **geometry)
@@ -168,3 +165,26 @@ def checked_manual_records(
   if problems:
     raise DatasetBuildError(name, problems)
   return records
+
+
+class ManualRecordsBuilder:
+  """The splits of a manually downloaded dataset, for a tfds GeneratorBasedBuilder
+  subclass that also derives from this: its LIST_ENTRIES and INSPECT (staticmethods,
+  see `checked_manual_records`) index MANUAL_DOWNLOAD_INSTRUCTIONS' files into one
+  full split, records in video_id order."""
+
+  def _split_generators(self, dl_manager):
+    records = checked_manual_records(
+      dl_manager,
+      self.name,
+      self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+      self.builder_config,
+      self.LIST_ENTRIES,
+      self.INSPECT,
+    )
+    return {FULL_SPLIT: self._generate_examples(records)}
+
+  def _generate_examples(self, records):
+    for record in sorted(records, key=lambda r: r["video_id"]):
+      # Fields named "_..." are for building only (e.g. BVI-HD's "_geometry").
+      yield record["video_id"], {k: v for k, v in record.items() if not k.startswith("_")}

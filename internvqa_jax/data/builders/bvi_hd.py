@@ -216,13 +216,15 @@ def _inspect(entry: dict) -> common.VideoMeta:
   return common.inspect_raw_yuv(entry["path"], width, height, fps, bit_depth)
 
 
-class BviHd(tfds.core.GeneratorBasedBuilder):
+class BviHd(common.ManualRecordsBuilder, tfds.core.GeneratorBasedBuilder):
   """BVI-HD distorted sequences (raw yuv420p on disk) with their DMOS."""
 
   name = "bvi_hd"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  LIST_ENTRIES = staticmethod(list_entries)
+  INSPECT = staticmethod(_inspect)
   BUILDER_CONFIGS = [BviHdConfig(name="default", description="All 32 sources x 12 sequences.")]
   DEFAULT_CONFIG_NAME = "default"
 
@@ -236,20 +238,3 @@ class BviHd(tfds.core.GeneratorBasedBuilder):
       citation="Zhang, Moss, Baddeley, Bull. BVI-HD: A Video Quality Database for HEVC Compressed "
       "and Texture Synthesised Content. IEEE TMM 20(10):2620-2630, 2018.",
     )
-
-  def _split_generators(self, dl_manager):
-    records = common.checked_manual_records(
-      dl_manager,
-      self.name,
-      MANUAL_DOWNLOAD_INSTRUCTIONS,
-      self.builder_config,
-      list_entries,
-      _inspect,
-    )
-    return {common.FULL_SPLIT: self._generate_examples(records)}
-
-  def _generate_examples(self, records):
-    for record in sorted(records, key=lambda r: r["video_id"]):
-      record = dict(record)
-      del record["_geometry"]
-      yield record["video_id"], record

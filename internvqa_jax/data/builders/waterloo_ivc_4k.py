@@ -157,13 +157,15 @@ def _inspect(entry: dict) -> common.VideoMeta:
   return common.inspect_container_video(entry["path"])
 
 
-class WaterlooIvc4k(tfds.core.GeneratorBasedBuilder):
+class WaterlooIvc4k(common.ManualRecordsBuilder, tfds.core.GeneratorBasedBuilder):
   """Waterloo IVC 4K compressed videos (files on disk) with their MOS."""
 
   name = "waterloo_ivc_4k"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  LIST_ENTRIES = staticmethod(list_entries)
+  INSPECT = staticmethod(_inspect)
   BUILDER_CONFIGS = [WaterlooConfig(name="default", description="All 1,200 videos.")]
   DEFAULT_CONFIG_NAME = "default"
 
@@ -177,18 +179,3 @@ class WaterlooIvc4k(tfds.core.GeneratorBasedBuilder):
       citation="Li, Duanmu, Liu, Wang. AVC, HEVC, VP9, AVS2 or AV1? A Comparative Study of "
       "State-of-the-art Video Encoders on 4K Videos. ICIAR 2019.",
     )
-
-  def _split_generators(self, dl_manager):
-    records = common.checked_manual_records(
-      dl_manager,
-      self.name,
-      MANUAL_DOWNLOAD_INSTRUCTIONS,
-      self.builder_config,
-      list_entries,
-      _inspect,
-    )
-    return {common.FULL_SPLIT: self._generate_examples(records)}
-
-  def _generate_examples(self, records):
-    for record in sorted(records, key=lambda r: r["video_id"]):
-      yield record["video_id"], record
