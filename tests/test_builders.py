@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import tensorflow_datasets as tfds
 import videos  # tests/videos.py (pytest puts tests/ on sys.path)
 
@@ -298,8 +299,6 @@ def test_synthetic_records_decode_and_labels_are_consistent(tiny_builds):
 
 def test_synthetic_detail_snr_known_values():
   """DSNR = 10 log10(fine-detail energy / luma MSE) per frame, clipped to +-30 dB, then averaged."""
-  import scipy.ndimage  # pylint: disable=g-import-not-at-top
-
   rgb = np.random.default_rng(0).integers(0, 256, (3, 16, 24, 3), dtype=np.uint8)
   rgb[2] = 128  # a flat frame: no detail at all
   reference = synthetic_video.to_yuv420p(rgb)

@@ -17,7 +17,7 @@ from videos import (  # tests/videos.py
 from internvqa_jax.data import VideoDecodeError, VideoInfo, probe, read_frames
 from internvqa_jax.data import container as container_lib
 from internvqa_jax.data import yuv as yuv_lib
-from internvqa_jax.data.colour import rgb_to_yuv_reference, yuv_to_rgb_reference
+from internvqa_jax.data.colour import frame_to_rgb, rgb_to_yuv_reference, yuv_to_rgb_reference
 
 N = 48
 GOP = 12
@@ -310,8 +310,6 @@ def test_fast_conversion_matches_reference_10bit():
   frame = av.VideoFrame.from_ndarray(
     np.concatenate([y, u.reshape(-1, w), v.reshape(-1, w)]), format="yuv420p10le"
   )
-  from internvqa_jax.data.colour import frame_to_rgb
-
   got = frame_to_rgb(frame, matrix="bt709", full_range=False).astype(int)
   want = yuv_to_rgb_reference(y, u, v, bit_depth=10, matrix="bt709").astype(int)
   # A wrong matrix, range or bit depth would be off by tens.

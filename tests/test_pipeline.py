@@ -3,10 +3,14 @@
 import math
 
 import grain
+import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+import videos  # tests/videos.py
 
 from internvqa_jax import metrics
+from internvqa_jax.data import decode
 from internvqa_jax.data import labels as L
 from internvqa_jax.data import pipeline as P
 from internvqa_jax.data import recipes as R
@@ -145,8 +149,6 @@ def test_train_batches_content_and_determinism():
 
 
 def test_config_dict_config_gives_the_same_batches():
-  import ml_collections
-
   recs = _records(4)
   cfg = ml_collections.ConfigDict({**CFG, "labels": {"scale": 0.01, "flip_dmos": True}})
   _assert_batches_equal(next(_train(recs, cfg, seed=5)), next(_train(recs, CFG, seed=5)))
@@ -183,8 +185,6 @@ def test_finite_epochs_keep_whole_global_batches_only():
 
 
 def test_iterator_checkpoint_round_trip_through_orbax(tmp_path):
-  import orbax.checkpoint as ocp
-
   recs = _records(5)
   it = _train(recs, gbs=2, seed=3)
   for _ in range(3):
@@ -390,9 +390,6 @@ def test_eval_examples_are_the_test_protocol_and_average():
 
 
 def test_real_encoded_video_through_the_default_decoder():
-  pytest.importorskip("internvqa_jax.data.decode")
-  import videos  # tests/videos.py
-
   data = videos.make_video_bytes(num_frames=NF, width=W, height=H)
   recs = [
     dict(
@@ -404,8 +401,6 @@ def test_real_encoded_video_through_the_default_decoder():
   )
   assert batch["video"].shape == (2, 4, 32, 32, 3) and np.isfinite(batch["video"]).all()
   (ev,) = list(P.make_eval_batches(recs, CFG, batch_size=6, process_index=0, process_count=1))
-  from internvqa_jax.data import decode
-
   frames = decode.read_frames(data, np.arange(NF))
   assert [videos.frame_number_of(f) for f in frames] == list(range(NF))
   np.testing.assert_array_equal(
@@ -414,9 +409,6 @@ def test_real_encoded_video_through_the_default_decoder():
 
 
 def test_raw_yuv_record_gets_its_geometry_from_the_record(tmp_path):
-  pytest.importorskip("internvqa_jax.data.yuv")
-  import videos  # tests/videos.py
-
   path = videos.make_yuv(
     tmp_path / "clip.yuv", num_frames=12, width=W, height=H
   )  # No size in name.
