@@ -1,7 +1,7 @@
 """FAST-VQA / FasterVQA: fragment Swin3D backbone + per-token quality head.
 
   model = fastvqa.make("faster_vqa")
-  params = fastvqa.init_params(model, jax.random.key(0))
+  params = model.init(jax.random.key(0), video)["params"]
   out = model.apply({"params": params}, video)        # video (B, T, H, W, 3), normalised
   out["score"]    # (B,)   clip score = mean of the quality map
   out["map"]      # (B, T', H', W') local quality map (T' = T/2, H' = H/32, W' = W/32)
@@ -248,13 +248,6 @@ def _init_input(model: FastVQA) -> jax.ShapeDtypeStruct:
   # Parameter shapes depend only on the architecture; a one-token input in fixed
   # window mode traces every module without an expensive forward pass.
   return jax.ShapeDtypeStruct((1, *model.patch_size, 3), jnp.float32)
-
-
-def init_params(model: FastVQA, rng: jax.Array) -> dict:
-  """Random float32 parameters (PyTorch-style initialisation), built cheaply."""
-  small = model.clone(adaptive_window=False)
-  x = jnp.zeros(_init_input(model).shape, jnp.float32)
-  return jax.jit(lambda r: small.init({"params": r}, x)["params"])(rng)
 
 
 def abstract_params(model: FastVQA) -> dict:
