@@ -36,15 +36,21 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 def read_raw(path: str | os.PathLike) -> Any:
   """Loads a checkpoint file on CPU: a torch pickle (weights_only) or safetensors."""
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise IsADirectoryError(
+      f"checkpoint {path} is a directory; expected a .pth/.pt/.bin/.ckpt or .safetensors file"
+    )
   if not os.path.isfile(path):
     raise FileNotFoundError(f"checkpoint {path} does not exist")
+  if os.path.getsize(path) == 0:
+    raise ValueError(f"checkpoint {path} is empty (0 bytes); expected a PyTorch checkpoint")
   if path.endswith(SAFETENSORS_SUFFIX):
     from safetensors.torch import load_file
 
     try:
       return load_file(path, device="cpu")
     except Exception as e:  # safetensors raises its own error types.
-      raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+      raise ValueError(f"{path}: not a readable safetensors file ({_reason(e)})") from e
   if not path.endswith(TORCH_SUFFIXES):
     raise ValueError(
       f"{path}: unsupported checkpoint suffix; expected one of "
@@ -55,7 +61,13 @@ def read_raw(path: str | os.PathLike) -> Any:
   try:
     return torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:
-    raise ValueError(f"{path}: torch.load(weights_only=True) failed: {e}") from e
+    raise ValueError(f"{path}: torch.load(weights_only=True) failed: {_reason(e)}") from e
+
+
+def _reason(e: BaseException) -> str:
+  """An exception's message, or its type when the message is empty."""
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def unwrap(
@@ -150,11 +162,39 @@ def write_torch_state_dict(
   path = os.fspath(path)
   tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
   tmp = path + ".tmp"
-  if path.endswith(SAFETENSORS_SUFFIX):
-    from safetensors.torch import save_file
+  try:
+    if path.endswith(SAFETENSORS_SUFFIX):
+      from safetensors.torch import save_file
 
-    save_file(tensors, tmp)
-  else:
-    torch.save({wrapper: tensors} if wrapper else tensors, tmp)
-  os.replace(tmp, path)
+      save_file(tensors, tmp)
+    else:
+      torch.save({wrapper: tensors} if wrapper else tensors, tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.isfile(tmp):
+      os.remove(tmp)
+    raise
   return path
+
+
+def check_export_destination(out: str | os.PathLike, *, overwrite: bool, log=print) -> str:
+  """Raises unless the export file `out` can be written; removes a stale OUT.tmp (says so)."""
+  out = os.fspath(out)
+  if not out.endswith(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)):
+    raise ValueError(
+      f"{out}: unsupported export suffix; expected one of {TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)}"
+    )
+  if os.path.isdir(out):
+    raise IsADirectoryError(f"{out} is a directory; expected the path of the file to write")
+  if os.path.lexists(out) and not overwrite:
+    raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+  parent = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(f"{out}: the folder {parent} does not exist")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise PermissionError(f"{out}: cannot write into {parent} (permission denied)")
+  tmp = out + ".tmp"
+  if os.path.isfile(tmp):
+    os.remove(tmp)
+    log(f"removed {tmp}, left by an interrupted export")
+  return out

@@ -36,7 +36,7 @@ import numpy as np
 
 from converters import common
 from converters.common import CheckpointMismatchError
-from internvqa_jax import tree_paths
+from internvqa_jax import cli_errors, tree_paths
 from internvqa_jax.models import checkpoint, fastvqa, swin3d
 
 WRAPPER_KEYS = ("state_dict", "model")
@@ -297,8 +297,7 @@ def convert(
 ) -> dict[str, Any]:
   """Converts `src` into a model directory `dst`; returns the written meta."""
   src, dst = os.fspath(src), os.fspath(dst)
-  if os.path.exists(dst) and not overwrite:
-    raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it")
+  checkpoint.check_destination(dst, overwrite=overwrite)
   arrays, info = read_state_dict(src)
   variant = resolve_variant({k: v.shape for k, v in arrays.items()}, variant, src)
   index_keys = check_index_buffers(arrays, variant, src)
@@ -325,8 +324,7 @@ def convert(
 def export(model_dir: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> str:
   """Writes a converted model back as an original-layout checkpoint file."""
   out = os.fspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+  common.check_export_destination(out, overwrite=overwrite)
   params, meta = checkpoint.load_params(model_dir)
   if meta.get("family") != "fastvqa":
     raise ValueError(f"{model_dir}: family is {meta.get('family')!r}, expected 'fastvqa'")
@@ -341,12 +339,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike, overwrite: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Command line; a checkpoint problem prints its full message and returns 1."""
-  try:
-    return _main(argv)
-  except (CheckpointMismatchError, FileExistsError, FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  """Command line; errors follow internvqa_jax.cli_errors (one line, exit 2 usage / 1 input)."""
+  return cli_errors.run(_main, argv)
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -359,6 +353,7 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("model_dir")
     ap.add_argument("out", help=".pth/.pt ({'state_dict': ...}) or .safetensors")
     ap.add_argument("--overwrite", action="store_true")
+    cli_errors.add_verbose_argument(ap)
     a = ap.parse_args(argv[1:])
     path = export(a.model_dir, a.out, overwrite=a.overwrite)
     print(f"wrote {path}")
@@ -374,7 +369,10 @@ def _main(argv: list[str] | None = None) -> int:
     choices=sorted(fastvqa.VARIANTS),
     help="validate against this variant (default: infer from the keys)",
   )
-  ap.add_argument("--overwrite", action="store_true")
+  ap.add_argument(
+    "--overwrite", action="store_true", help="replace DST if it is a converted model directory"
+  )
+  cli_errors.add_verbose_argument(ap)
   a = ap.parse_args(argv)
   meta = convert(a.src, a.dst, variant=a.variant, overwrite=a.overwrite)
   print(

@@ -43,7 +43,7 @@ import jax
 import numpy as np
 
 from converters import common
-from internvqa_jax import tree_paths
+from internvqa_jax import cli_errors, tree_paths
 from internvqa_jax.models import checkpoint, posembed
 from internvqa_jax.models import internvideo2 as iv2
 
@@ -299,8 +299,17 @@ def convert(
     raise ValueError(f"head must be 'auto', 'keep' or 'drop', got {head!r}")
   if gelu not in ("tanh", "erf"):
     raise ValueError(f"gelu must be 'tanh' or 'erf', got {gelu!r}")
-  if os.path.exists(dst) and not overwrite:
-    raise FileExistsError(f"{dst} already exists; pass --overwrite to replace it")
+  for name, value in (
+    ("num_frames", num_frames),
+    ("img_size", img_size),
+    ("src_img_size", src_img_size),
+    ("num_outputs", num_outputs),
+  ):
+    if value is not None and (not isinstance(value, int) or value < 1):
+      raise ValueError(
+        f"{name} must be a positive integer (or None for the default), got {value!r}"
+      )
+  checkpoint.check_destination(dst, overwrite=overwrite)
 
   sd, info = read_state_dict(src)
   arch = infer_architecture(sd, src)
@@ -333,7 +342,8 @@ def convert(
     else [spec["img_size"]] + ([img_size] if img_size and img_size != spec["img_size"] else [])
   )
   s0, t0 = _source_grid(rows, arch, candidates, src)
-  t1, s1 = num_frames or t0, img_size or s0
+  t1 = t0 if num_frames is None else num_frames
+  s1 = s0 if img_size is None else img_size
   p = arch["patch_size"]
   if s1 % p or t1 % arch["tubelet_size"]:
     raise ValueError(
@@ -397,7 +407,7 @@ def convert(
       f"dropped {len(info['dropped_keys'])} keys not used by the classification model: "
       f"{', '.join(info['dropped_keys'])}"
     )
-  checkpoint.save_params(dst, params, meta, overwrite=overwrite)
+  checkpoint.save_params(dst, params, meta, overwrite=overwrite, log=log)
   log(
     f"wrote {dst}: InternVideo2-{variant} {t1}x{s1}x{s1}, {head_info['num_outputs']} "
     f"output(s), gelu {gelu}"
@@ -414,12 +424,12 @@ def _prepare_head(sd: dict, mode: str, num_outputs: int | None, src: str):
     raise common.CheckpointMismatchError(
       f"{src}: --keep-head given but the file has no head.weight/head.bias"
     )
-  if mode == "keep" and num_outputs and num_outputs > rows:
+  if mode == "keep" and num_outputs is not None and num_outputs > rows:
     raise common.CheckpointMismatchError(
       f"{src}: --keep-head with --num-outputs {num_outputs}, but head.weight has only {rows} rows"
     )
   if has_head and mode != "drop" and (num_outputs is None or num_outputs <= rows):
-    n = num_outputs or rows
+    n = rows if num_outputs is None else num_outputs
     if n < rows:  # First rows, as the official K710 -> K400 recipe.
       sd["head.weight"], sd["head.bias"] = sd["head.weight"][:n], sd["head.bias"][:n]
       info = {
@@ -431,7 +441,7 @@ def _prepare_head(sd: dict, mode: str, num_outputs: int | None, src: str):
     else:
       info = {"action": "kept", "source_rows": rows, "num_outputs": n, "reason": "kept"}
   else:
-    n = num_outputs or 1
+    n = 1 if num_outputs is None else num_outputs
     reason = (
       "--drop-head"
       if mode == "drop"
@@ -450,11 +460,15 @@ def _prepare_head(sd: dict, mode: str, num_outputs: int | None, src: str):
 
 
 def export(
-  src_dir: str, out_path: str, *, wrapper: str | None = None, overwrite: bool = False
+  src_dir: str,
+  out_path: str,
+  *,
+  wrapper: str | None = None,
+  overwrite: bool = False,
+  log=print,
 ) -> str:
   """Writes a converted model directory back as a PyTorch state_dict file."""
-  if os.path.exists(out_path) and not overwrite:
-    raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it")
+  common.check_export_destination(out_path, overwrite=overwrite, log=log)
   params, meta = checkpoint.load_params(src_dir)
   if meta.get("family") != iv2.NAME:
     raise ValueError(f"{src_dir} holds a {meta.get('family')!r} model, not internvideo2")
@@ -478,16 +492,22 @@ def _convert_parser():
     choices=sorted(iv2.VARIANTS),
     help="expected variant; inferred from shapes and checked when given",
   )
-  ap.add_argument("--num-frames", type=int, help="target frames (default: the checkpoint's)")
-  ap.add_argument("--img-size", type=int, help="target image size (default: the checkpoint's)")
+  ap.add_argument(
+    "--num-frames", type=cli_errors.positive_int, help="target frames (default: the checkpoint's)"
+  )
+  ap.add_argument(
+    "--img-size", type=cli_errors.positive_int, help="target image size (default: the checkpoint's)"
+  )
   ap.add_argument(
     "--src-img-size",
-    type=int,
+    type=cli_errors.positive_int,
     help="image size the checkpoint's pos_embed was trained at (default: the "
     "variant's, then --img-size)",
   )
   ap.add_argument(
-    "--num-outputs", type=int, help="head outputs (default: the checkpoint's head, else 1)"
+    "--num-outputs",
+    type=cli_errors.positive_int,
+    help="head outputs (default: the checkpoint's head, else 1)",
   )
   g = ap.add_mutually_exclusive_group()
   g.add_argument(
@@ -507,7 +527,10 @@ def _convert_parser():
     help="GELU form of the model (tanh: the released checkpoints' training)",
   )
   ap.add_argument("--seed", type=int, default=0, help="seed for a freshly initialised head")
-  ap.add_argument("--overwrite", action="store_true")
+  ap.add_argument(
+    "--overwrite", action="store_true", help="replace DST if it is a converted model directory"
+  )
+  cli_errors.add_verbose_argument(ap)
   ap.set_defaults(head="auto")
   return ap
 
@@ -525,33 +548,34 @@ def _export_parser():
     help="store the state_dict under this key (torch formats only)",
   )
   ap.add_argument("--overwrite", action="store_true")
+  cli_errors.add_verbose_argument(ap)
   return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  try:
-    if argv and argv[0] == "export":
-      a = _export_parser().parse_args(argv[1:])
-      print(f"wrote {export(a.src_dir, a.out, wrapper=a.wrapper, overwrite=a.overwrite)}")
-    else:
-      a = _convert_parser().parse_args(argv)
-      convert(
-        a.src,
-        a.dst,
-        variant=a.variant,
-        num_frames=a.num_frames,
-        img_size=a.img_size,
-        src_img_size=a.src_img_size,
-        num_outputs=a.num_outputs,
-        head=a.head,
-        gelu=a.gelu,
-        seed=a.seed,
-        overwrite=a.overwrite,
-      )
-  except (common.CheckpointMismatchError, ValueError, FileExistsError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  """Command line; errors follow internvqa_jax.cli_errors (one line, exit 2 usage / 1 input)."""
+  return cli_errors.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+  if argv and argv[0] == "export":
+    a = _export_parser().parse_args(argv[1:])
+    print(f"wrote {export(a.src_dir, a.out, wrapper=a.wrapper, overwrite=a.overwrite)}")
+  else:
+    a = _convert_parser().parse_args(argv)
+    convert(
+      a.src,
+      a.dst,
+      variant=a.variant,
+      num_frames=a.num_frames,
+      img_size=a.img_size,
+      src_img_size=a.src_img_size,
+      num_outputs=a.num_outputs,
+      head=a.head,
+      gelu=a.gelu,
+      seed=a.seed,
+      overwrite=a.overwrite,
+    )
   return 0
 
 

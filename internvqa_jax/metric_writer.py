@@ -48,6 +48,37 @@ class MetricWriter:
           self._tb.add_scalar(k, v, step)
       self._tb.flush()
 
+  def truncate_after(self, step: int) -> int:
+    """Drops metrics.jsonl rows of steps after `step`; returns how many were dropped.
+
+    A run resumed from the checkpoint of `step` logs the later steps again, so
+    their rows from the interrupted run (and a line torn by a kill) must go.
+    TensorBoard event files are append-only; TensorBoard shows the latest value
+    of a repeated step.
+    """
+    if not self.enabled:
+      return 0
+    path = self._f.name
+    self._f.close()
+    with open(path) as f:
+      lines = f.readlines()
+    keep = []
+    for line in lines:
+      try:
+        row_step = int(json.loads(line)["step"])
+      except (ValueError, KeyError, TypeError):
+        continue  # A row torn by a kill mid-write.
+      if row_step <= step:
+        keep.append(line if line.endswith("\n") else line + "\n")
+    dropped = len(lines) - len(keep)
+    if dropped:
+      tmp = path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(keep)
+      os.replace(tmp, path)
+    self._f = open(path, "a")  # noqa: SIM115
+    return dropped
+
   def close(self) -> None:
     if self._f is not None:
       self._f.close()

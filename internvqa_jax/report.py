@@ -22,6 +22,12 @@ report.json, and scatter_<model>.png (prediction vs label with the fitted
 `internvqa_jax.metrics.evaluate` (SRCC, KRCC, PLCC, PLCC after the logistic
 fit, RMSE in label units). For DMOS labels (lower = better) the correlations
 of a good model are negative.
+
+Constant predictions (a collapsed model) have no defined correlation with the
+labels: the report stops with an error naming the model, unless
+--allow-constant-predictions, which writes the report with those correlations
+marked undefined. Errors follow internvqa_jax.cli_errors (one line, exit code
+2 for usage, 1 for input; --verbose for the traceback).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from internvqa_jax import cli_errors
 from internvqa_jax import metrics as metrics_lib
 from internvqa_jax.evaluate import format_table
 
@@ -51,7 +58,9 @@ class ReportError(ValueError):
 def _read_csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such file")
-  with open(path, newline="") as f:
+  # utf-8-sig: Excel writes CSV files with a byte-order mark, which would otherwise
+  # stick to the first column name.
+  with open(path, newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f)
     if not reader.fieldnames:
       raise ReportError(f"{path}: empty CSV (no header)")
@@ -221,15 +230,33 @@ def make_report(
   *,
   label_column: str | None = None,
   ignore_extra: bool = False,
+  allow_constant: bool = False,
 ) -> dict[str, Any]:
   """Writes report.md, report.json and scatter PNGs to out_dir; returns the JSON dict."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise NotADirectoryError(f"--out-dir {out_dir} is a file; expected a directory")
   paths, preds = read_scores(scores_csv)
   labels, label_column, num_extra = join_labels(paths, labels_csv, label_column, ignore_extra)
-  os.makedirs(out_dir, exist_ok=True)
-  results, plots = {}, {}
-  for name, p in preds.items():
-    m = {k: float(v) for k, v in metrics_lib.evaluate(p, labels).items()}
+  constant = {n: float(p[0]) for n, p in preds.items() if np.ptp(p) == 0}
+  if constant and not allow_constant:
+    raise ReportError(
+      f"{scores_csv}: the predictions of {', '.join(f'{n!r} (all {v:g})' for n, v in constant.items())} "
+      "are constant, so SRCC/PLCC with the labels are undefined (a collapsed or untrained "
+      "model?); pass --allow-constant-predictions to write the report anyway"
+    )
+  results = {}
+  for name, p in preds.items():  # Every metric before any file: an error leaves no report.
+    try:
+      m = {k: float(v) for k, v in metrics_lib.evaluate(p, labels).items()}
+    except ValueError as e:  # e.g. constant labels, fewer than 3 videos
+      raise ReportError(f"{scores_csv} against {labels_csv}, model {name!r}: {e}") from e
+    if name in constant:  # evaluate() reports 0.0; here they are undefined, not zero.
+      m.update({k: float("nan") for k in ("srcc", "krcc", "plcc", "plcc_logistic")})
     results[name] = m
+  os.makedirs(out_dir, exist_ok=True)
+  plots = {}
+  for name, p in preds.items():
+    m = results[name]
     png = f"scatter_{_safe(name)}.png"
     plot_scatter(
       os.path.join(out_dir, png),
@@ -256,8 +283,9 @@ def make_report(
       for i, p in enumerate(paths)
     ],
   }
+  report["constant_predictions"] = sorted(constant)
   with open(os.path.join(out_dir, "report.json"), "w") as f:
-    json.dump(report, f, indent=2)
+    json.dump(report, f, indent=2)  # Undefined correlations are written as NaN.
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(_markdown(report, preds, labels, paths))
   return report
@@ -283,6 +311,13 @@ def _markdown(report, preds, labels, paths) -> str:
     "",
   ]
   failed = [n for n, m in report["metrics"].items() if not m.get("logistic_fit_ok", 1.0)]
+  failed = [n for n in failed if n not in report["constant_predictions"]]
+  if report["constant_predictions"]:
+    lines += [
+      f"Predictions of {report['constant_predictions']} are constant: correlation is "
+      "undefined (nan) for constant predictions.",
+      "",
+    ]
   if failed:
     lines += [
       f"Logistic fit failed for {failed}: PLCC-logistic/RMSE fall back to the linear mapping.",
@@ -304,6 +339,11 @@ def _markdown(report, preds, labels, paths) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """The command line, under the project's error convention (internvqa_jax.cli_errors)."""
+  return cli_errors.run(_main, argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
   ap = argparse.ArgumentParser(
     prog="python -m internvqa_jax.report",
     description="Metrics, tables and plots of predictions vs labels.",
@@ -319,18 +359,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     action="store_true",
     help="allow labelled videos that were not scored (default: error)",
   )
+  ap.add_argument(
+    "--allow-constant-predictions",
+    action="store_true",
+    help="write the report although a model's predictions are constant (default: error)",
+  )
+  cli_errors.add_verbose_argument(ap)
   args = ap.parse_args(argv)
-  try:
-    report = make_report(
-      args.scores,
-      args.labels,
-      args.out_dir,
-      label_column=args.label_column,
-      ignore_extra=args.ignore_extra_labels,
-    )
-  except (FileNotFoundError, ReportError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  report = make_report(
+    args.scores,
+    args.labels,
+    args.out_dir,
+    label_column=args.label_column,
+    ignore_extra=args.ignore_extra_labels,
+    allow_constant=args.allow_constant_predictions,
+  )
   print(
     format_table(
       report["metrics"], title=f"{report['num_videos']} videos vs {report['label_column']}"

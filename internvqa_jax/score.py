@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from internvqa_jax import cli_errors
+
 # Extensions picked up when a directory is given (explicit files may have any).
 VIDEO_EXTENSIONS = frozenset(
   {
@@ -584,6 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """The command line, under the project's error convention (internvqa_jax.cli_errors)."""
+  return cli_errors.run(_main, argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     files = expand_paths(args.videos, args.recursive)

@@ -4,9 +4,15 @@
 
 The config is locked: an override of a key the config does not have is an
 error. Rerunning with the same --workdir resumes from the latest checkpoint
-(parameters, optimizer states, data iterator position, step). SIGTERM saves a
-checkpoint and exits cleanly. A config with `stages` (configs/demo.py) runs
-several such trainings in sub-directories and writes results.json.
+(parameters, optimizer states, data iterator position, step), provided the
+config matches the saved WORKDIR/config.json (internvqa_jax.saved_config;
+--allow_config_change for keys that change results but not shapes).
+metrics.jsonl is cut back to the restored step. One trainer per workdir
+(internvqa_jax.workdir_lock). SIGTERM saves a checkpoint and exits cleanly
+(code 0). A config with `stages` (configs/demo.py) runs several such trainings
+in sub-directories and writes results.json; SIGTERM stops the whole run, and a
+rerun skips finished stages and resumes the interrupted one. Errors follow
+internvqa_jax.cli_errors (one line; --verbose for the traceback).
 
 The file is one readable loop, in sections: setup, data, models, state,
 restore, loop, final evaluation and export.
@@ -14,10 +20,12 @@ restore, loop, final evaluation and export.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import sys
 from typing import Any
 
 import jax
@@ -29,12 +37,15 @@ from ml_collections import config_flags
 
 from internvqa_jax import (
   checkpointing,
+  cli_errors,
   data_setup,
   evaluate,
   metric_writer,
   model_setup,
+  saved_config,
   sharding,
   tree_paths,
+  workdir_lock,
 )
 from internvqa_jax import models as models_lib
 from internvqa_jax import steps as steps_lib
@@ -44,7 +55,15 @@ _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Training config file (configs/NAME.py[:ARG]).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+  "allow_config_change",
+  False,
+  "Resume although the config differs from WORKDIR/config.json in keys that change results "
+  "but not the saved state's shapes (see internvqa_jax.saved_config).",
+)
+flags.DEFINE_bool("verbose", False, "Print the traceback of an error (or INTERNVQA_VERBOSE=1).")
 flags.mark_flags_as_required(["config", "workdir"])
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def maybe_initialize_distributed(config) -> None:
@@ -174,18 +193,72 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
   return Run(parts, state, frozen, state_sh, frozen_sh, train_step, predict)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) one training; returns the final evaluation metrics per model."""
+def check_config(config) -> None:
+  """Config values whose typos would otherwise fail late or with a misleading error."""
+  if config.get("stages"):
+    return
+  roles = {"finetune": ["model"], "distill": ["teacher", "student"]}.get(config.get("mode"))
+  if roles is None:
+    raise cli_errors.UsageError(
+      f"config.mode={config.get('mode')!r}: expected 'finetune' or 'distill'"
+    )
+  missing = [r for r in roles if r not in config]
+  if missing:
+    raise cli_errors.UsageError(
+      f"config.mode={config.mode!r} needs config.{' and config.'.join(missing)}, which the "
+      f"config does not have"
+    )
+  if config.get("compute_dtype") not in COMPUTE_DTYPES:
+    raise cli_errors.UsageError(
+      f"config.compute_dtype={config.get('compute_dtype')!r}: expected one of {list(COMPUTE_DTYPES)}"
+    )
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates WORKDIR; a file in its place or an unwritable parent is a one-line error."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir {workdir} is a file; expected a directory")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise OSError(f"--workdir {workdir}: cannot create it ({cli_errors.message(e)})") from e
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise PermissionError(f"--workdir {workdir} is not writable")
+  return workdir
+
+
+def train_and_evaluate(
+  config, workdir: str, *, allow_config_change: bool = False
+) -> dict[str, Any]:
+  """Runs (or resumes) one training; returns the final evaluation metrics per model.
+
+  Holds WORKDIR's lock for the whole run (process 0 only: it alone writes
+  logs and config.json; Orbax coordinates the checkpoint writes).
+  """
+  check_config(config)
+  workdir = prepare_workdir(workdir)
+  if jax.process_index() != 0:
+    return _train_and_evaluate(config, workdir, allow_config_change)
+  with workdir_lock.WorkdirLock(workdir):
+    return _train_and_evaluate(config, workdir, allow_config_change)
+
+
+def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict[str, Any]:
   # ---------------------------------------------------------------- setup --
   if config.get("matmul_precision"):
     jax.config.update("jax_default_matmul_precision", config.matmul_precision)
-  os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
+  # Before anything is written: a run that cannot resume keeps its config.json.
+  saved_config.check_and_save(
+    config.to_json_best_effort(indent=2),
+    workdir,
+    allow_change=allow_config_change,
+    write=is_main,
+    log=log,
+  )
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
   mesh = sharding.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp)
   log(f"{jax.process_count()} process(es), {jax.device_count()} device(s), mesh {dict(mesh.shape)}")
   rng = jax.random.key(config.seed)
@@ -217,6 +290,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     state, _ = ckpt.restore(ckpt.latest_step(), abstract, data_iter=train_iter)
     first_step = int(state["step"])
     log(f"resumed from step {first_step} in {workdir}")
+  dropped = writer.truncate_after(first_step)
+  if dropped:
+    log(f"metrics.jsonl: dropped {dropped} row(s) logged after step {first_step} (logged again)")
 
   def run_eval(step):
     results = {}
@@ -293,7 +369,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       budget = config.get("stop_after_steps", 0)
       if stop or (budget and step - first_step >= budget and step < total):
         flush(pending, force=True)
-        ckpt.save(step, state, data_iter=train_iter, meta=meta, force=True)
+        if ckpt.latest_step() != step:  # ckpt_every may have saved this very step.
+          ckpt.save(step, state, data_iter=train_iter, meta=meta, force=True)
         ckpt.close()
         why = "SIGTERM" if stop else f"stop_after_steps={budget}"
         log(f"{why}: saved step {step} to {workdir}; exiting. Rerun the same command to resume.")
@@ -324,6 +401,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         "eval_view": data.views[part.batch_key],
       },  # The test protocol `internvqa_jax.score` reuses.
       overwrite=True,
+      log=log,
     )
   if is_main:
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -339,15 +417,36 @@ def sharding_to_host(tree):
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def run_stages(config, workdir: str) -> dict[str, Any]:
+def run_stages(config, workdir: str, *, allow_config_change: bool = False) -> dict[str, Any]:
   """Runs config.stages in order, each a full training in WORKDIR/<stage> (configs/demo.py).
 
   A model `init` of the form "stage:NAME/ROLE" is the model ROLE exported by
   the earlier stage NAME. config.report maps report rows to (stage, role);
   the table is printed and written to WORKDIR/results.json.
   """
+  workdir = prepare_workdir(workdir)  # Absolute: stage inits resolve the same on every rerun.
+  lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock, _Preemption() as preempt:
+    return _run_stages(config, workdir, preempt, allow_config_change)
+
+
+def _stage_done(stage_cfg, stage_dir: str) -> dict | None:
+  """The results of a stage that finished (results.json and every export written), else None."""
+  roles = [r for r in ("model", "teacher", "student") if r in stage_cfg]
+  results = os.path.join(stage_dir, "results.json")
+  exports = [os.path.join(stage_dir, "export", r, "meta.json") for r in roles]
+  if not os.path.exists(results) or not all(os.path.exists(e) for e in exports):
+    return None
+  with open(results) as f:
+    return json.load(f)
+
+
+def _run_stages(config, workdir: str, preempt, allow_config_change: bool) -> dict[str, Any]:
   results = {}
   for name in config.stages:
+    if preempt.requested:  # SIGTERM between stages.
+      print(f"SIGTERM: stopping before stage {name}; rerun the same command to go on.", flush=True)
+      return {"stopped_before": name}
     stage_cfg = config.stage_configs[name]
     for role in ("model", "teacher", "student"):
       init = stage_cfg[role].get("init", "") if role in stage_cfg else ""
@@ -360,8 +459,26 @@ def run_stages(config, workdir: str) -> dict[str, Any]:
           )
         with stage_cfg.unlocked():
           stage_cfg[role].init = os.path.join(workdir, src_stage, "export", src_role)
+    stage_dir = os.path.join(workdir, name)
+    done = _stage_done(stage_cfg, stage_dir)
+    if done is not None:
+      # Still compared with the saved config: a changed stage must not be skipped silently.
+      saved_config.check_and_save(
+        stage_cfg.to_json_best_effort(indent=2),
+        stage_dir,
+        allow_change=allow_config_change,
+        write=jax.process_index() == 0,
+      )
+      print(f"=== stage {name}: finished earlier, results from {stage_dir} ===", flush=True)
+      results[name] = done
+      continue
     print(f"=== stage {name} ===", flush=True)
-    results[name] = train_and_evaluate(stage_cfg, os.path.join(workdir, name))
+    results[name] = train_and_evaluate(
+      stage_cfg, stage_dir, allow_config_change=allow_config_change
+    )
+    if "stopped_at" in results[name]:  # SIGTERM inside the stage: it saved; stop the run.
+      print(f"stopped in stage {name}; rerun the same command to resume it.", flush=True)
+      return results[name]
   report = {key: results[stage][role] for key, stage, role in config.report}
   print(evaluate.format_table(report, title="held-out sources"), flush=True)
   with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -377,11 +494,54 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
   maybe_initialize_distributed(config)
   workdir = _WORKDIR.value
+  allow = _ALLOW_CONFIG_CHANGE.value
   if config.get("stages"):
-    run_stages(config, workdir)
+    run_stages(config, workdir, allow_config_change=allow)
   else:
-    train_and_evaluate(config, workdir)
+    train_and_evaluate(config, workdir, allow_config_change=allow)
+
+
+# Errors a training run reports in one line (cli_errors): a diverged loss is not a bug.
+KNOWN_TRAIN_ERRORS = (FloatingPointError,)
+
+
+def _override_error(e: BaseException, argv: list[str]) -> cli_errors.UsageError | None:
+  """ml_collections reports an unknown --config.KEY as a bare AttributeError/KeyError('key')."""
+  key = str(e.args[0]).strip("\"'") if e.args else ""
+  for arg in argv:
+    if arg.startswith("--config.") and key:
+      path = arg[len("--config.") :].split("=", 1)[0]
+      if key in path.split("."):
+        return cli_errors.UsageError(
+          f"{arg}: the config has no key {key!r} there (overrides must name existing keys; a typo?)"
+        )
+  return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with usage errors raised as cli_errors.UsageError (exit code 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    raise cli_errors.UsageError(str(e).splitlines()[0]) from e
+  except (AttributeError, KeyError) as e:
+    usage = _override_error(e, argv)
+    if usage is None:
+      raise
+    raise usage from e
+
+
+def cli(argv: list[str] | None = None) -> int:
+  """`python -m internvqa_jax.train`: app.run under the cli_errors convention."""
+
+  def run(args):
+    try:
+      app.run(main, argv=[sys.argv[0], *args], flags_parser=_parse_flags)
+    except KNOWN_TRAIN_ERRORS as e:
+      raise cli_errors.InputError(str(e)) from e
+
+  return cli_errors.run(run, argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(cli())

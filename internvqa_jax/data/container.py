@@ -7,8 +7,11 @@ timestamps, never by a frame-rate estimate:
 1. Index: demux every packet of the video stream once (no decoding; cheap)
    and sort the presentation timestamps. Frame i is the packet with the i-th
    smallest pts; keyframe packets give the seek points. The frame count is
-   the packet count, checked against the container's own count or duration
-   where it has one (a shortfall means a truncated file). Streams without
+   the packet count, checked against the container's own count (mp4) or, for
+   Matroska/WebM, its duration tag against the end time of the last packet
+   (a shortfall means a truncated file). Durations are compared as times,
+   never converted to frames with the nominal rate, so variable-frame-rate
+   files (dropped frames) are read as they are. Streams without
    usable timestamps (raw .h264/.hevc elementary streams) fall back to
    counting decoded frames in decode-output order.
 2. Plan: sort the unique requested indices; each needs decoding from the
@@ -114,26 +117,46 @@ _DURATION_TAG = re.compile(r"^(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 
 
 def _expected_frames(stream) -> int | None:
-  """Frame count the container claims, or None if it does not say.
+  """Frame count the container claims (mp4/mov: the sample table), or None."""
+  return int(stream.frames) if stream.frames else None
 
-  mp4/mov: the sample table count (nb_frames). Matroska/WebM: the muxer's
-  per-track DURATION tag times the frame rate (lower bound, rounded down).
-  """
-  if stream.frames:
-    return int(stream.frames)
+
+def _expected_seconds(stream) -> float | None:
+  """Track duration the container claims (Matroska/WebM: the muxer's DURATION tag), or None."""
   tag = (stream.metadata or {}).get("DURATION")
+  m = _DURATION_TAG.match(tag.strip()) if tag else None
+  return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]) if m else None
+
+
+def _check_complete(stream, pts: list, durations: list, name: str) -> None:
+  """Raises if the stream holds fewer frames (or less time) than its container promises."""
+  expected = _expected_frames(stream)
+  if expected is not None and len(pts) < expected:
+    raise VideoDecodeError(
+      f"{name}: truncated: the container promises {expected} frames but only {len(pts)} are present"
+    )
+  seconds = _expected_seconds(stream)
+  if seconds is None or not stream.time_base or any(p is None for p in pts):
+    return
   rate = stream.average_rate or stream.guessed_rate
-  if tag and rate:
-    m = _DURATION_TAG.match(tag.strip())
-    if m:
-      seconds = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
-      return int(seconds * float(rate) + 1e-6)
-  return None
+  period = 1.0 / float(rate) if rate else 0.0
+  tb = float(stream.time_base)
+  # The tag is the end time of the track's last frame (matroskaenc: max of pts + duration),
+  # so it is compared with the packets' end time, not with their span.
+  ends = [(p + d) * tb if d else p * tb + period for p, d in zip(pts, durations)]
+  present = max(ends)
+  # Half a frame period: exact enough to notice one missing frame at the nominal rate.
+  slack = 0.5 * (period or max((d or 0) * tb for d in durations)) + 1e-3
+  if present < seconds - slack:
+    raise VideoDecodeError(
+      f"{name}: truncated: the container promises {seconds:.3f} s of video but the packets "
+      f"present ({len(pts)} frames) end at {present:.3f} s"
+    )
 
 
 def _build_index(container, stream, src: Source) -> _Index:
   name = source_name(src)
-  pts, key = [], []
+  pts, key, durations = [], [], []
   usable = True
   try:
     for packet in container.demux(stream):
@@ -144,6 +167,7 @@ def _build_index(container, stream, src: Source) -> _Index:
       if packet.pts is None:
         usable = False
       pts.append(packet.pts)
+      durations.append(packet.duration)
       key.append(bool(packet.is_keyframe))
   except av.FFmpegError as e:
     raise VideoDecodeError(
@@ -151,11 +175,7 @@ def _build_index(container, stream, src: Source) -> _Index:
     ) from e
   if not pts:
     raise VideoDecodeError(f"{name}: the video stream has no packets")
-  expected = _expected_frames(stream)
-  if expected is not None and len(pts) < expected:
-    raise VideoDecodeError(
-      f"{name}: truncated: the container promises {expected} frames but only {len(pts)} are present"
-    )
+  _check_complete(stream, pts, durations, name)
   if usable:
     arr = np.asarray(pts, np.int64)
     order = np.argsort(arr, kind="stable")

@@ -538,6 +538,7 @@ class FragmentSampler:
     train: bool,
   ) -> np.ndarray:
     cfg = self.config
+    transforms.warn_if_short(read_frames, num_video_frames, cfg.clip_len)
     idx = self.frame_indices(num_video_frames, rng, train)
     unique, inverse = np.unique(idx.reshape(-1), return_inverse=True)
     frames = read_frames(unique)

@@ -61,6 +61,7 @@ class InternVideo2Recipe:
     self, read_frames: transforms.FrameReader, num_video_frames: int, rng: np.random.Generator
   ) -> np.ndarray:
     """One augmented clip, float32 (T, crop, crop, 3), normalized."""
+    transforms.warn_if_short(read_frames, num_video_frames, self.num_frames)
     idx = transforms.segment_indices(num_video_frames, self.num_frames, rng)
     frames = transforms.check_frames(read_frames(idx), len(idx))
     h, w = frames.shape[1:3]
@@ -81,6 +82,7 @@ class InternVideo2Recipe:
   ) -> np.ndarray:
     """All test examples, float32 (S*C, T, crop, crop, 3); example = clip*C + crop."""
     del rng  # The test protocol is deterministic.
+    transforms.warn_if_short(read_frames, num_video_frames, self.num_frames)
     c = self.crop_size
     examples = []
     # Clip by clip, cropping before the float conversion: peak memory stays at

@@ -14,6 +14,7 @@ are picklable and support len() and integer indexing, as Grain's MapDataset.sour
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -88,14 +89,25 @@ def dataset_dir(name: str, data_dir: str) -> str:
   return os.path.join(config_dir, wanted if wanted in built else built[-1])
 
 
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0] if text else "no message"
+
+
 class RecordSource:
   """Random-access view of a built split; records are plain dicts. Optionally a subset of indices."""
 
   def __init__(self, directory: str, split: str = FULL_SPLIT, indices: Sequence[int] | None = None):
     self.directory = directory
     self.split = split
-    builder = tfds.builder_from_directory(directory)
-    self._source = builder.as_data_source(split)
+    try:
+      builder = tfds.builder_from_directory(directory)
+      self._source = builder.as_data_source(split)
+    except Exception as e:  # TFDS / array_record raise many types for damaged files.
+      raise ValueError(
+        f"{directory}: cannot open split {split!r} of the built dataset ({type(e).__name__}: "
+        f"{_first_line(e)}); rebuild it (internvqa_jax.data.sources.build)"
+      ) from e
     self._text_fields = frozenset(
       k for k, f in builder.info.features.items() if isinstance(f, tfds.features.Text)
     )
@@ -117,7 +129,16 @@ class RecordSource:
     if not -len(self) <= index < len(self):
       raise IndexError(f"record {index} out of range ({len(self)} records)")
     index %= len(self)
-    raw = self._source[index if self._indices is None else int(self._indices[index])]
+    record = index if self._indices is None else int(self._indices[index])
+    try:
+      raw = self._source[record]
+    except Exception as e:  # A damaged ArrayRecord shard fails here, without naming itself.
+      files = sorted(glob.glob(os.path.join(self.directory, "*.array_record*")))
+      raise ValueError(
+        f"{self.directory}: record {record} of split {self.split!r} cannot be read "
+        f"({type(e).__name__}: {_first_line(e)}); the ArrayRecord file(s) "
+        f"{[os.path.basename(f) for f in files]} are damaged or truncated: rebuild the dataset"
+      ) from e
     return {k: self._plain(k, v) for k, v in raw.items()}
 
   def _plain(self, key: str, value: Any) -> Any:

@@ -26,6 +26,7 @@ often the better choice; 224 reproduces the InternVideo2/InternVQA recipe.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -38,6 +39,27 @@ FrameReader = Callable[[np.ndarray], np.ndarray]
 
 
 # ---------------------------------------------------------------- sampling ---
+
+
+class ShortVideoWarning(UserWarning):
+  """A video has fewer frames than one clip reads: frames are repeated to fill the clip."""
+
+
+def warn_if_short(read_frames: Callable, num_video_frames: int, clip_frames: int) -> None:
+  """Warns (once per video and clip length) when a clip must repeat frames.
+
+  The video is named by the reader's `path` or `name` attribute when it has one.
+  Silence with warnings.filterwarnings("ignore", category=ShortVideoWarning).
+  """
+  if not 1 <= num_video_frames < clip_frames:
+    return  # Long enough, or invalid (the sampler raises for that).
+  name = getattr(read_frames, "path", None) or getattr(read_frames, "name", None) or "a video"
+  warnings.warn(
+    f"{name}: {num_video_frames} frame(s), fewer than the {clip_frames} a clip reads: "
+    "frames are repeated to fill the clip",
+    ShortVideoWarning,
+    stacklevel=3,
+  )
 
 
 def segment_indices(

@@ -35,9 +35,13 @@ Adding a family is a new models/<family>.py with these names plus one line in
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 from typing import Any
 
+import jax
+
+from internvqa_jax import tree_paths
 from internvqa_jax.models import checkpoint, fastvqa, internvideo2
 
 FAMILIES: dict[str, ModuleType] = {
@@ -74,9 +78,36 @@ def load(path: str, **model_overrides: Any):
   parameter shapes (dtype, remat, drop_path_rate, gelu_approximate, ...).
   """
   params, meta = checkpoint.load_params(path)
+  meta_path = os.path.join(path, checkpoint.META_FILE)
   kwargs = dict(meta["model_kwargs"])
   kwargs.update(model_overrides)
-  return build(meta["family"], **kwargs), params
+  try:
+    module = build(meta["family"], **kwargs)
+  except (TypeError, ValueError, KeyError) as e:
+    raise ValueError(f"{meta_path}: model_kwargs do not build a {meta['family']} model: {e}") from e
+  check_params_fit(module, params, f"{path}/params (model_kwargs from {meta_path})")
+  return module, params
+
+
+def check_params_fit(module, params, where: str) -> None:
+  """Raises ValueError listing every parameter whose path or shape the module does not expect."""
+  abstract = family_of(module).abstract_params(module)
+  want = {k: tuple(v.shape) for k, v in tree_paths.flatten(abstract).items()}
+  have = {k: tuple(jax.numpy.shape(v)) for k, v in tree_paths.flatten(params).items()}
+  problems = [f"missing {k} {want[k]}" for k in sorted(set(want) - set(have))]
+  problems += [f"unexpected {k} {have[k]}" for k in sorted(set(have) - set(want))]
+  problems += [
+    f"{k}: model expects {want[k]}, stored {have[k]}"
+    for k in sorted(set(want) & set(have))
+    if want[k] != have[k]
+  ]
+  if problems:
+    raise ValueError(
+      f"{where}: the parameters do not fit the model the kwargs describe "
+      f"({len(problems)} problem(s)): "
+      + "; ".join(problems[:6])
+      + (" ..." if len(problems) > 6 else "")
+    )
 
 
 def make(family: str, variant: str, **overrides: Any):

@@ -65,6 +65,20 @@ def common_features(**extra: tfds.features.FeatureConnector) -> tfds.features.Fe
   return tfds.features.FeaturesDict(features)
 
 
+def path_inside(root: str, *parts: str) -> str | None:
+  """os.path.join(root, *parts) as an absolute path, or None when it leaves `root`.
+
+  Names in a score table are relative to the dataset root; an absolute name or
+  one with `..` could make a build read (and store) any file. Checked on the
+  names themselves, so a root that is itself a symbolic link still works.
+  """
+  base = os.path.normpath(os.path.abspath(root))
+  path = os.path.normpath(os.path.join(base, *parts))
+  if any(os.path.isabs(p) for p in parts) or not path.startswith(base + os.sep):
+    return None
+  return path
+
+
 def manual_dir_or_raise(dl_manager, dataset: str, instructions: str):
   """Returns dl_manager.manual_dir, turning TFDS's bare AssertionError into a clear error."""
   try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import os
 import re
 
@@ -117,6 +118,17 @@ def _is_number(text: str) -> bool:
   return True
 
 
+def _label_problem(text: str) -> str | None:
+  """Why `text` is not a usable label (empty, not a number, NaN or infinite), or None."""
+  if not text:
+    return "is empty"
+  try:
+    x = float(text)
+  except ValueError:
+    return "is not a number"
+  return None if math.isfinite(x) else "is not finite"
+
+
 def parse_score_file(path: str) -> tuple[list[dict[str, str]], list[str]]:
   """Returns (rows as dicts keyed by SCORE_COLUMNS, problems). Header detected, never assumed.
 
@@ -144,8 +156,12 @@ def parse_score_file(path: str) -> tuple[list[dict[str, str]], list[str]]:
       problems.append(f"{path}:{lineno}: expected {len(columns)} fields {columns}, got {fields}")
       continue
     row = dict(zip(columns, fields))
-    if not _is_number(row["dmos"]):
-      problems.append(f"{path}:{lineno}: dmos {row['dmos']!r} is not a number")
+    why = _label_problem(row["dmos"])
+    if why:
+      problems.append(
+        f"{path}:{lineno}: video {row['name']!r}: dmos {row['dmos']!r} {why}; expected a "
+        "finite number"
+      )
       continue
     row["lineno"] = str(lineno)
     rows.append(row)
@@ -183,6 +199,13 @@ def list_entries(manual_dir: str, config: BviHdConfig) -> tuple[list[dict], list
     except ValueError as e:
       problems.append(f"{where}: {e}")
       continue
+    path = common.path_inside(manual_dir, row["encoder"], name)
+    if path is None:
+      problems.append(
+        f"{where}: video {row['name']!r} (encoder {row['encoder']!r}) points outside the "
+        f"manual_dir {manual_dir}; names must be plain file names"
+      )
+      continue
     video_id = f"{row['encoder']}/{os.path.splitext(name)[0]}"
     if video_id in seen:
       problems.append(f"{where}: duplicate row for {video_id}")
@@ -194,7 +217,7 @@ def list_entries(manual_dir: str, config: BviHdConfig) -> tuple[list[dict], list
         "dataset": "bvi_hd",
         "video_id": video_id,
         "source": source,
-        "path": os.path.abspath(os.path.join(manual_dir, row["encoder"], name)),
+        "path": path,
         "score": float(row["dmos"]),
         "score_kind": "dmos",
         "encoder": row["encoder"],

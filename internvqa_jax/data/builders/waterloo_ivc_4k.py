@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 
 import tensorflow_datasets as tfds
@@ -86,6 +87,12 @@ def parse_score_file(path: str) -> tuple[list[dict], list[str]]:
     except ValueError as e:
       problems.append(f"{path}:{lineno}: {e} in {fields}")
       continue
+    if not math.isfinite(row["mos"]):
+      problems.append(
+        f"{path}:{lineno}: video {encoder}/{number} {resolution} level {level}: MOS {mos!r} "
+        "is not finite; expected a finite number"
+      )
+      continue
     rows.append(row)
   return rows, problems
 
@@ -112,6 +119,11 @@ def list_entries(manual_dir: str, config: WaterlooConfig) -> tuple[list[dict], l
   by_key = {}
   for row in rows:
     where = f"{score_path}:{row['lineno']}"
+    if common.path_inside(manual_dir, row["encoder"]) is None:
+      problems.append(
+        f"{where}: encoder {row['encoder']!r} points outside the manual_dir {manual_dir}"
+      )
+      continue
     key = (row["encoder"], row["source"], row["resolution"], row["level"])
     if (
       row["encoder"] not in encoders
