@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from internvqa_jax.data import decode, sources, transforms, yuv
+from internvqa_jax.data import decode, recipes, sources, transforms, yuv
 from internvqa_jax.data.builders import DatasetBuildError, bvi_hd
 from tests import videos
 from tests.test_builders import _bvi_config, _make_bvi_hd
@@ -139,7 +139,7 @@ def test_huge_raw_yuv_geometry_is_a_clear_error(tmp_path):
 # Item 14: short videos and luma-like chroma are warned about, naming the file.
 def test_short_video_warns_naming_it(tmp_path):
   path = videos.make_video(tmp_path / "short.mp4", num_frames=3, gop=3)
-  recipe = transforms.InternVideo2Recipe(
+  recipe = recipes.InternVideo2Recipe(
     num_frames=8, crop_size=32, resize_short=None, test_clips=1, test_crops=1, flip=False
   )
 
