@@ -380,7 +380,8 @@ def grid_mini_patch_sampling(
   aligned: int = 32,
   rng: np.random.Generator | None = None,
   time_index: np.ndarray | None = None,
-) -> np.ndarray:
+  return_offsets: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Grid Mini-patch Sampling (reference `get_spatial_fragments`).
 
   Args:
@@ -392,8 +393,13 @@ def grid_mini_patch_sampling(
     time_index: (T,) sampled frame order as positions into `frames` (lets
       repeated indices share one decoded frame); default arange(U).
 
+    return_offsets: also return the patch corners (tops, lefts), each
+      (T // aligned, F, F), in the pixels of the (possibly upsampled) frames
+      the patches were cut from (quality maps place values back with them).
+
   Returns:
-    uint8 (T, S, S, 3) fragments (values equal the reference's 0-255 floats).
+    uint8 (T, S, S, 3) fragments (values equal the reference's 0-255 floats),
+    or (fragments, tops, lefts) with return_offsets.
   """
   _check_frames(frames, "grid_mini_patch_sampling")
   _check_positive_int("fragments", fragments)
@@ -411,7 +417,8 @@ def grid_mini_patch_sampling(
   # Offsets come from the pre-upsample size (reference quirk, spec §5.4.4).
   tops, lefts = fragment_offsets(res_h, res_w, t // aligned, fragments, fsize, rng)
   frames, _ = upsample_small_frames(frames, size, size, keep_h=res_h, keep_w=res_w)
-  return gather_fragments(frames, tops, lefts, fsize, aligned, time_index)
+  out = gather_fragments(frames, tops, lefts, fsize, aligned, time_index)
+  return (out, tops, lefts) if return_offsets else out
 
 
 def _check_frames(frames, what: str):
@@ -426,6 +433,28 @@ def _check_frames(frames, what: str):
 # ----------------------------------------------------------------------------
 # Config-driven sampler.
 # ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FragmentGeometry:
+  """Where the patches of sampled fragments came from in the decoded frames.
+
+  Fragment frame t of clip c is frame `frame_indices[c, t]`; its patch in
+  grid cell (i, j) covers rows [tops[c, g, i, j], + fsize) and columns
+  [lefts[c, g, i, j], + fsize) with g = t // aligned, in the pixels of the
+  frame the patch was cut from. That frame is the decoded one (frame_size =
+  (H, W)) unless it was smaller than the fragment grid and upsampled first:
+  then one of its pixels spans `scale` (< 1) decoded pixels, and a patch
+  covers decoded rows [top * scale, (top + fsize) * scale).
+  """
+
+  frame_indices: np.ndarray  # (num_clips, clip_len) int64
+  tops: np.ndarray  # (num_clips, clip_len // aligned, F, F) int64
+  lefts: np.ndarray  # same shape
+  fsize: int
+  aligned: int
+  frame_size: tuple[int, int]
+  scale: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -537,6 +566,16 @@ class FragmentSampler:
     rng: np.random.Generator | None,
     train: bool,
   ) -> np.ndarray:
+    return self.sample_with_geometry(read_frames, num_video_frames, rng, train)[0]
+
+  def sample_with_geometry(
+    self,
+    read_frames: Callable[[np.ndarray], np.ndarray],
+    num_video_frames: int,
+    rng: np.random.Generator | None,
+    train: bool,
+  ) -> tuple[np.ndarray, FragmentGeometry]:
+    """Same fragments as __call__ (same draws), plus where every patch came from."""
     cfg = self.config
     transforms.warn_if_short(read_frames, num_video_frames, cfg.clip_len)
     idx = self.frame_indices(num_video_frames, rng, train)
@@ -550,8 +589,19 @@ class FragmentSampler:
         f"requested indices"
       )
     spatial_rng = rng if self._needs_rng(train) else None
-    x = grid_mini_patch_sampling(
-      frames, cfg.fragments, cfg.fsize, cfg.aligned, spatial_rng, inverse.reshape(-1)
+    x, tops, lefts = grid_mini_patch_sampling(
+      frames, cfg.fragments, cfg.fsize, cfg.aligned, spatial_rng, inverse.reshape(-1), True
     )
     x = transforms.normalize(x, MEAN, STD, scale=1.0)
-    return x.reshape(idx.shape + x.shape[1:])
+    h, w = frames.shape[1:3]
+    size = cfg.fragments * cfg.fsize
+    geometry = FragmentGeometry(
+      frame_indices=idx,
+      tops=tops.reshape(idx.shape[0], -1, cfg.fragments, cfg.fragments),
+      lefts=lefts.reshape(idx.shape[0], -1, cfg.fragments, cfg.fragments),
+      fsize=cfg.fsize,
+      aligned=idx.shape[1] // (tops.shape[0] // idx.shape[0]),
+      frame_size=(h, w),
+      scale=min(1.0, min(h / size, w / size)),
+    )
+    return x.reshape(idx.shape + x.shape[1:]), geometry

@@ -25,6 +25,11 @@ calls these names of the module `get` returns.
   input_recipe(view)             the recipe (internvqa_jax.data.recipes) a view config makes:
                                  train(...), eval(...) and num_eval_examples
   default_view(module, meta)     the eval view config for a model directory with none
+  map_layout(module)             {'stride': (t, h, w) input pixels per local-map value,
+                                 'pooling': 'mean' | 'sum' (how the values make up the score)}
+  local_quality_map(module, params, video)
+                                 {'map': (B, T', H', W'), 'score': (B,), 'rest': (B,)}, score =
+                                 pool(map) + rest; traceable under jit (internvqa_jax.quality_maps)
 
 The module class carries `FAMILY: ClassVar[str] = NAME`, outputs a dict with
 "score" and "feature", and takes `train=`. A view config is a dict whose
@@ -118,3 +123,13 @@ def make(family: str, variant: str, **overrides: Any):
 def model_kwargs(module) -> dict[str, Any]:
   """The JSON-serialisable constructor arguments of a family module (for meta.json)."""
   return family_of(module).model_kwargs(module)
+
+
+def map_layout(module) -> dict[str, Any]:
+  """Geometry of the family's local quality map (see the module docstring)."""
+  return family_of(module).map_layout(module)
+
+
+def local_quality_map(module, params, video) -> dict[str, Any]:
+  """The family's local quality map of each clip (see the module docstring)."""
+  return family_of(module).local_quality_map(module, params, video)

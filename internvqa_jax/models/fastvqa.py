@@ -244,6 +244,30 @@ def default_view(module: FastVQA, meta: Mapping[str, Any]) -> dict[str, Any]:
   )
 
 
+def map_layout(module: FastVQA) -> dict[str, Any]:
+  """How the head map relates to the input clip.
+
+  Value (t, i, j) of `map` is computed from input frames [t * st, (t + 1) * st)
+  and pixels [i * sh, (i + 1) * sh) x [j * sw, (j + 1) * sw), (st, sh, sw) =
+  `stride` (patch embedding, then spatial 2x2 merges between stages); the
+  clip score is the mean of the map ("mean" pooling). With blocks that mix
+  tokens this is where a value sits, not all it depends on.
+  """
+  t, h, w = module.patch_size
+  k = 2 ** (len(module.depths) - 1)
+  return {"stride": (int(t), int(h) * k, int(w) * k), "pooling": "mean"}
+
+
+def local_quality_map(module: FastVQA, params: dict, video: jax.Array) -> dict[str, jax.Array]:
+  """The head's local quality map before its spatial-temporal mean.
+
+  Returns {'map': (B, T', H', W'), 'score': (B,), 'rest': (B,)}: score =
+  mean(map) + rest, and rest is 0 (the score is that mean).
+  """
+  out = module.apply({"params": params}, video, train=False)
+  return {"map": out["map"], "score": out["score"], "rest": jnp.zeros_like(out["score"])}
+
+
 def _init_input(model: FastVQA) -> jax.ShapeDtypeStruct:
   # Parameter shapes depend only on the architecture; a one-token input in fixed
   # window mode traces every module without an expensive forward pass.

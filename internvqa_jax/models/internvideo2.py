@@ -32,6 +32,7 @@ from internvqa_jax.data import recipes
 from internvqa_jax.models import initializers, module_kwargs, posembed
 
 FEATURE_DIM = 768  # Output width of the attention pool (`clip_embed_dim`).
+FC_NORM_EPS = 1e-5
 
 
 def _arch(c, depth, heads, hidden, frames=8, img=224):
@@ -319,7 +320,9 @@ class CrossAttention(nn.Module):
   attention_impl: str | None = None
 
   @nn.compact
-  def __call__(self, x_q, x_k, x_v):
+  def __call__(self, x_q, x_k, x_v, return_terms: bool = False):
+    """Output (B, Q, out_dim); with return_terms (one query only) also (B, K, out_dim)
+    per-key terms that add up to the output over the K keys."""
     c = x_q.shape[-1]
     dense = functools.partial(
       nn.Dense,
@@ -335,7 +338,22 @@ class CrossAttention(nn.Module):
     v = heads(dense(c, name="v")(x_v))
     o = attention(q, k, v, d**-0.5, self.attention_impl)
     o = o.reshape(o.shape[0], o.shape[1], c)
-    return dense(self.out_dim, name="proj")(o)
+    proj = dense(self.out_dim, name="proj")
+    out = proj(o)
+    if not return_terms:
+      return out
+    if q.shape[1] != 1:
+      raise ValueError(f"per-key terms need a single query, got {q.shape[1]}")
+    # Key j adds sum_h a_hj * v_hj through proj; the proj bias is shared out by the
+    # head-mean weight, which sums to 1 over keys. All in float32.
+    f32 = jnp.float32
+    logits = jnp.einsum("bnh,bknh->bnk", q[:, 0].astype(f32), k.astype(f32)) * d**-0.5
+    a = jax.nn.softmax(logits, axis=-1)  # (B, heads, K)
+    weighted = a.transpose(0, 2, 1)[..., None] * v.astype(f32)  # (B, K, heads, d)
+    wp = proj.variables["params"]
+    terms = jnp.einsum("bkc,co->bko", weighted.reshape(weighted.shape[:2] + (c,)), wp["kernel"])
+    terms = terms + a.mean(axis=1)[..., None] * wp["bias"].astype(f32)
+    return out, terms
 
 
 class AttentionPooling(nn.Module):
@@ -349,7 +367,9 @@ class AttentionPooling(nn.Module):
   attention_impl: str | None = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, return_terms: bool = False):
+    """Pooled (B, out_dim); with return_terms also per-token terms (B, 1 + N, out_dim)
+    whose sum over tokens is the pooled vector (see CrossAttention)."""
     ln = functools.partial(
       nn.LayerNorm,
       epsilon=1e-5,
@@ -365,7 +385,9 @@ class AttentionPooling(nn.Module):
       self.param_dtype,
       self.attention_impl,
       name="cross_attn",
-    )(ln(name="norm1_q")(x_q), ln(name="norm1_k")(x), ln(name="norm1_v")(x))
+    )(ln(name="norm1_q")(x_q), ln(name="norm1_k")(x), ln(name="norm1_v")(x), return_terms)
+    if return_terms:
+      return out[0][:, 0], out[1]
     return out[:, 0]
 
 
@@ -380,7 +402,8 @@ class InternVideo2(nn.Module):
   Output dict: 'score' (B,) float32 when num_outputs == 1 else (B, N);
   'feature' (B, 768) float32, the fc_norm output (pre-dropout); 'tokens'
   (B, 1 + N, C), the residual stream after block `return_tokens_after`, when
-  requested.
+  requested; with return_contributions, 'contributions' (B, 1 + N) and
+  'contribution_offset' (B,), see `head_contributions`.
   """
 
   FAMILY: ClassVar[str] = "internvideo2"
@@ -438,8 +461,20 @@ class InternVideo2(nn.Module):
       raise ValueError("invalid InternVideo2 configuration: " + "; ".join(problems))
 
   @nn.compact
-  def __call__(self, video, *, train: bool = False, return_tokens_after: int | None = None):
+  def __call__(
+    self,
+    video,
+    *,
+    train: bool = False,
+    return_tokens_after: int | None = None,
+    return_contributions: bool = False,
+  ):
     self._check_config()
+    if return_contributions and (train or self.num_outputs != 1):
+      raise ValueError(
+        "return_contributions needs train=False and num_outputs == 1, got "
+        f"train={train}, num_outputs={self.num_outputs}"
+      )
     expected = (self.num_frames, self.img_size, self.img_size, 3)
     if video.ndim != 5 or tuple(video.shape[1:]) != expected:
       raise ValueError(
@@ -490,23 +525,31 @@ class InternVideo2(nn.Module):
       attention_impl=self.attention_impl,
       name="clip_projector",
       **kw,
-    )(x)
-    feature = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name="fc_norm", **kw)(pooled)
+    )(x, return_contributions)
+    if return_contributions:
+      pooled, terms = pooled
+    fc_norm = nn.LayerNorm(epsilon=FC_NORM_EPS, use_fast_variance=False, name="fc_norm", **kw)
+    feature = fc_norm(pooled)
     h = nn.Dropout(self.fc_drop_rate)(feature, deterministic=not train)
-    score = nn.Dense(
+    head = nn.Dense(
       self.num_outputs,
       kernel_init=trunc_normal(0.02, self.init_scale),
       bias_init=nn.initializers.zeros,
       name="head",
       **kw,
-    )(h)
-    score = score.astype(jnp.float32)
+    )
+    score = head(h).astype(jnp.float32)
     out = {
       "score": score[:, 0] if self.num_outputs == 1 else score,
       "feature": feature.astype(jnp.float32),
     }
     if tokens is not None:
       out["tokens"] = tokens
+    if return_contributions:
+      c, offset = head_contributions(
+        pooled, terms, fc_norm.variables["params"], head.variables["params"]
+      )
+      out["contributions"], out["contribution_offset"] = c, offset
     return out
 
   def _pos_embed_init(self, key, shape, dtype=jnp.float32):
@@ -515,6 +558,45 @@ class InternVideo2(nn.Module):
       self.embed_dim, self.grid_size, self.num_frames // self.tubelet_size, cls_row=True
     )
     return jnp.asarray(table, dtype).reshape(shape)
+
+
+def head_contributions(pooled, terms, fc_norm: dict, head: dict) -> tuple[jax.Array, jax.Array]:
+  """Per-token contributions to the score through the head linearised at `pooled`.
+
+  score = head(LN(pooled)) with pooled = sum_j terms_j (the attention-pooling
+  weights times each token's value, through the pool's output projection).
+  Holding LN's 1/std at its value s at `pooled` makes the head affine, exact at
+  `pooled`: score = sum_j c_j + offset with c_j = (w * gamma) . (terms_j -
+  mean(terms_j)) / s and offset = w . beta + b (w, b: head; gamma, beta: fc_norm).
+
+  Returns (contributions (B, K) float32, offset (B,) float32).
+  """
+  f32 = jnp.float32
+  p = pooled.astype(f32)
+  s = jnp.sqrt(jnp.mean(jnp.square(p - p.mean(-1, keepdims=True)), -1) + FC_NORM_EPS)
+  w = head["kernel"][:, 0].astype(f32)
+  centred = terms - terms.mean(-1, keepdims=True)
+  c = jnp.einsum("bkd,d->bk", centred, w * fc_norm["scale"].astype(f32)) / s[:, None]
+  offset = jnp.dot(fc_norm["bias"].astype(f32), w) + head["bias"][0].astype(f32)
+  return c, jnp.broadcast_to(offset, p.shape[:1])
+
+
+def map_layout(module: InternVideo2) -> dict[str, Any]:
+  """Contribution map geometry: value (t, i, j) belongs to the patch of input frames
+  [t * tubelet, (t + 1) * tubelet) and pixels [i * p, (i + 1) * p) x [j * p, (j + 1) * p);
+  the values add up ("sum" pooling) to the score less `rest` (see local_quality_map)."""
+  p = int(module.patch_size)
+  return {"stride": (int(module.tubelet_size), p, p), "pooling": "sum"}
+
+
+def local_quality_map(module: InternVideo2, params: dict, video: jax.Array) -> dict[str, jax.Array]:
+  """Per-patch contributions (B, T', g, g) with score = sum(map) + rest, where rest
+  is the cls token's contribution plus the head's offset (head_contributions)."""
+  out = module.apply({"params": params}, video, train=False, return_contributions=True)
+  c = out["contributions"]
+  g = module.grid_size
+  grid = c[:, 1:].reshape(c.shape[0], module.num_frames // module.tubelet_size, g, g)
+  return {"map": grid, "score": out["score"], "rest": c[:, 0] + out["contribution_offset"]}
 
 
 # ----------------------------------------------------------------------------
