@@ -200,6 +200,34 @@ def test_patch_provenance(variant, train):
     assert np.any(gl[a, 0] != gl[a + 1, 0])
 
 
+@pytest.mark.parametrize("variant,mode", [("fast_vqa_b", "random"), ("faster_vqa", "center")])
+def test_sample_with_geometry_reports_patch_sources(variant, mode):
+  n, h, w = 90, 256, 250
+  video = coord_video(n, h, w)
+  s = fr.FragmentSampler(variant, test_sampling=mode)
+  plain = s(lambda i: video[i], n, np.random.default_rng(5), False)
+  x, geom = s.sample_with_geometry(lambda i: video[i], n, np.random.default_rng(5), False)
+  np.testing.assert_array_equal(x, plain)  # Same draws, same fragments.
+  cfg = s.config
+  f, fs = cfg.fragments, cfg.fsize
+  tops, lefts, src = patch_corners(denormalize(x.reshape((-1,) + x.shape[2:])), f, fs)
+  clips, clip_len = geom.frame_indices.shape
+  groups = clip_len // geom.aligned
+  assert geom.aligned == cfg.aligned and geom.tops.shape == (clips, groups, f, f)
+  assert geom.frame_size == (h, w) and geom.scale == 1.0 and geom.fsize == fs
+  np.testing.assert_array_equal(geom.frame_indices.reshape(-1), src[:, 0, 0])
+  per_frame = lambda a: np.repeat(a.reshape(-1, f, f), geom.aligned, axis=0)
+  np.testing.assert_array_equal(per_frame(geom.tops), tops)
+  np.testing.assert_array_equal(per_frame(geom.lefts), lefts)
+
+
+def test_sample_with_geometry_upsampled_scale():
+  video = coord_video(20, 100, 150)  # Below 224: upsampled by 2.24.
+  s = fr.FragmentSampler("faster_vqa", test_sampling="center")
+  _, geom = s.sample_with_geometry(lambda i: video[i], 20, None, False)
+  assert geom.scale == pytest.approx(100 / 224)
+
+
 def test_center_mode_spatial_offsets():
   video = coord_video(64, 256, 250)
   s = fr.FragmentSampler("fast_vqa_b", test_sampling="center")

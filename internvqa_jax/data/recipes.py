@@ -100,6 +100,25 @@ class InternVideo2Recipe:
         examples.append(transforms.normalize(frames[:, top : top + c, left : left + c]))
     return np.stack(examples)
 
+  def eval_geometry(
+    self, num_video_frames: int, height: int, width: int
+  ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Where `eval`'s examples come from, for frames of height x width.
+
+    Returns (frame indices (S*C, T) int64, crop boxes (S*C, 2) = (top, left)
+    of each crop_size square in the resized frame, resized (height, width)).
+    """
+    idx, boxes = [], []
+    oh, ow = transforms.resized_hw(height, width, self.resize_short, self.crop_size)
+    for k in range(self.test_clips):
+      clip = transforms.segment_indices(
+        num_video_frames, self.num_frames, clip_index=k, num_clips=self.test_clips
+      )
+      for box in transforms.test_crop_boxes(oh, ow, self.crop_size, self.test_crops):
+        idx.append(clip)
+        boxes.append(box)
+    return np.stack(idx), np.asarray(boxes, np.int64), (oh, ow)
+
 
 class FragmentRecipe:
   """FAST-VQA fragments through `fragments.FragmentSampler(variant, **overrides)`."""
