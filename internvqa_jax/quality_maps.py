@@ -183,7 +183,8 @@ def place(
 class MapMaker:
   """One model with its test-view pipeline, ready to map videos.
 
-  pipeline: the model's `fragments.FragmentSampler` (FAST-VQA) or
+  pipeline: the model's `fragments.FragmentSampler` (FAST-VQA; or the
+  `recipes.FragmentRecipe` holding it as `.sampler`) or
   `recipes.InternVideo2Recipe`, as used for scoring, so the mapped views
   are the scored views (pass write_maps the scorer's rng for random sampling).
   """
@@ -197,6 +198,8 @@ class MapMaker:
     name: str,
     batch_size: int | None = None,
   ):
+    if isinstance(getattr(pipeline, "sampler", None), fragments.FragmentSampler):
+      pipeline = pipeline.sampler  # A recipes.FragmentRecipe.
     if not isinstance(pipeline, (fragments.FragmentSampler, recipes.InternVideo2Recipe)):
       raise TypeError(
         "MapMaker: pipeline must be a fragments.FragmentSampler or a "
@@ -251,7 +254,8 @@ def select_frames(frame_indices: np.ndarray, max_frames: int) -> np.ndarray:
 
 
 def _display_rgb(frame: np.ndarray) -> np.ndarray:
-  """A decoded frame as float RGB in [0, 1] (uint8, high-bit-depth integer or float)."""
+  """A decoded frame as float RGB in [0, 1]: uint8, or float on the same 0-255 scale
+  (how sources deeper than 8 bits are decoded), or a high-bit-depth integer."""
   frame = np.asarray(frame)
   if frame.ndim != 3 or frame.shape[-1] != 3:
     raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
@@ -260,8 +264,7 @@ def _display_rgb(frame: np.ndarray) -> np.ndarray:
   if np.issubdtype(frame.dtype, np.integer):
     bits = max(8, int(np.ceil(np.log2(int(frame.max()) + 1))))
     return frame.astype(np.float32) / float(2**bits - 1)
-  frame = frame.astype(np.float32)
-  return np.clip(frame / 255.0 if frame.max() > 1.0 else frame, 0.0, 1.0)
+  return np.clip(frame.astype(np.float32) / 255.0, 0.0, 1.0)
 
 
 def color_range(values: np.ndarray, pooling: str) -> tuple[float, float]:

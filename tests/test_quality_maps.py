@@ -11,7 +11,7 @@ import pytest
 
 from internvqa_jax import quality_maps as qm
 from internvqa_jax.data import fragments as fr
-from internvqa_jax.data import transforms
+from internvqa_jax.data import pipeline, transforms
 from internvqa_jax.models import fastvqa, internvideo2
 
 
@@ -294,6 +294,19 @@ def test_internvideo2_write_maps(tmp_path, tiny_iv2):
   )
   paths = qm.write_maps(str(tmp_path), maker, "v.y4m", lambda i: video[i], 10, max_frames=2)
   assert len(paths) == 2 and all(os.path.exists(p) for p in paths)
+
+
+def test_map_maker_takes_the_training_pipeline_recipe():
+  model, params = brightness_model()
+  recipe = pipeline.FastVQARecipe("fast_vqa_m")
+  maker = qm.MapMaker(model, params, recipe, name="m")
+  assert maker.pipeline is recipe.sampler
+
+
+def test_display_scales():
+  np.testing.assert_allclose(qm._display_rgb(np.full((1, 1, 3), 255, np.uint8)), 1.0)
+  np.testing.assert_allclose(qm._display_rgb(np.full((1, 1, 3), 127.5, np.float32)), 0.5)
+  np.testing.assert_allclose(qm._display_rgb(np.full((1, 1, 3), 1023, np.uint16)), 1.0)
 
 
 def test_map_maker_errors(tiny_iv2):
