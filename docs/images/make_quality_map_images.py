@@ -58,14 +58,10 @@ def main():
     )
     views, placement = maker.views(read, len(video))
     out = maker.local_maps(views)
+    # One "segment" per test clip, over the frames it spans (illustration only).
     segs = [
-      {
-        "start": float(idx.min()) / FPS,
-        "end": float(idx.max() + 1) / FPS,
-        "score": float(s),
-        "score_std": float(m.std()),
-      }
-      for idx, s, m in zip(placement.frame_indices, out["score"], out["map"])
+      {"start": float(idx.min()) / FPS, "end": float(idx.max() + 1) / FPS, "score": float(s)}
+      for idx, s in zip(placement.frame_indices, out["score"])
     ]
     scores = out["score"].astype(np.float64)
     rows.append(
