@@ -126,7 +126,8 @@ def write_html(
 
   notes: lines shown under the title (e.g. the CSV header: models, protocol,
   seed, what the mos scale means). Videos keep the order of their first row;
-  a video's models keep row order.
+  a video's models keep row order. Rows of one video may share a curve_png
+  (one plot of all its models): it is shown once.
   """
   rows = report_rows.check_rows(rows)
   with_mos = any(report_rows.present(r, "mos") for r in rows)
@@ -165,11 +166,15 @@ def write_html(
         f"<td>{_num(r, 'bit_depth', '{:.0f}')}</td></tr>"
       )
     out.append("</tbody></table>")
+    shown = set()  # One curve PNG may hold all models of a video: embed it once.
     for i, r in items:
       name = os.path.basename(path)
       if report_rows.present(r, "curve_png"):
-        png = _read_png(r["curve_png"], f"rows[{i}] ({path}) 'curve_png'")
-        out.append(_figure(png, f"quality over time, {r['model']}"))
+        curve = os.path.realpath(r["curve_png"])
+        if curve not in shown:
+          shown.add(curve)
+          png = _read_png(r["curve_png"], f"rows[{i}] ({path}) 'curve_png'")
+          out.append(_figure(png, f"quality over time, {r['model']}"))
       elif report_rows.present(r, "segments") and r["segments"]:
         png = draw_segment_curve(r["segments"], f"{name} | {r['model']}")
         out.append(_figure(png, f"quality over time, {r['model']}"))

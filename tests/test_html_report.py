@@ -113,6 +113,15 @@ def test_page_is_self_contained_and_lists_every_row(tmp_path):
   assert open(page, encoding="utf-8").read() == text
 
 
+def test_shared_curve_is_embedded_once(tmp_path):
+  curve = solid_png(tmp_path / "both.png", (0.1, 0.2, 0.9))
+  rows = [{"path": "a.mp4", "model": m, "score": 1.0, "curve_png": curve} for m in ("s", "t")]
+  rows.append({"path": "b.mp4", "model": "s", "score": 2.0, "curve_png": curve})
+  p = _Collector()
+  p.feed(open(html_report.write_html(str(tmp_path / "r"), rows), encoding="utf-8").read())
+  assert len(p.srcs) == 2  # Once per video.
+
+
 def test_mos_columns_only_when_some_row_has_mos(tmp_path):
   page = html_report.write_html(str(tmp_path), [{"path": "a.mp4", "model": "m", "score": 1.0}])
   text = open(page, encoding="utf-8").read()
