@@ -37,8 +37,10 @@ from internvqa_jax.data import fragments, recipes, transforms
 
 FrameReader = Callable[[np.ndarray], np.ndarray]
 
-# Longest side of a rendered overlay, in pixels (4K frames are drawn subsampled).
+# Longest side of a rendered overlay's frame, in pixels: 4K frames are drawn subsampled,
+# tiny ones enlarged.
 MAX_RENDER_SIDE = 960
+MIN_RENDER_SIDE = 480
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,11 +295,14 @@ def render_overlay(
   """Writes a PNG: the frame, dimmed, with cells faint, footprints strong, pieces outlined."""
   rgb = _display_rgb(frame)
   h, w = rgb.shape[:2]
-  step = max(1, math.ceil(max(h, w) / MAX_RENDER_SIDE))
+  step = max(1, math.ceil(max(h, w) / MAX_RENDER_SIDE))  # Arrays drawn at most this big.
   extent = (0, w, h, 0)
-  dh, dw = math.ceil(h / step), math.ceil(w / step)
-  fig = Figure(figsize=(dw / 100 + 1.6, dh / 100 + 0.6), dpi=100)
-  ax = fig.add_axes((0.02, 0.02, dw / 100 / (dw / 100 + 1.6), dh / 100 / (dh / 100 + 0.6)))
+  # Drawn size in inches at 100 dpi: the long side between MIN_ and MAX_RENDER_SIDE pixels.
+  side = min(max(max(h, w), MIN_RENDER_SIDE), MAX_RENDER_SIDE) / 100
+  dw, dh = side * w / max(h, w), side * h / max(h, w)
+  fw, fh = dw + 1.8, dh + 0.5  # Room for the colour bar with its label, and the title.
+  fig = Figure(figsize=(fw, fh), dpi=100)
+  ax = fig.add_axes((0.1 / fw, 0.1 / fh, dw / fw, dh / fh))
   ax.imshow(rgb[::step, ::step] * 0.6, extent=extent, interpolation="nearest")
   kw = dict(cmap="RdYlGn", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
   ax.imshow(np.ma.masked_invalid(cells[::step, ::step]), alpha=0.35, **kw)
@@ -308,7 +313,7 @@ def render_overlay(
   ax.set_ylim(h, 0)
   ax.set_axis_off()
   ax.set_title(title, fontsize=9)
-  cax = fig.add_axes((1 - 1.3 / (dw / 100 + 1.6), 0.1, 0.15 / (dw / 100 + 1.6), 0.8))
+  cax = fig.add_axes(((dw + 0.3) / fw, (0.1 + 0.1 * dh) / fh, 0.15 / fw, 0.8 * dh / fh))
   fig.colorbar(im, cax=cax).set_label(label, fontsize=8)
   fig.savefig(path)
   return path
