@@ -227,7 +227,10 @@ class MapMaker:
       views, geometry = p.sample_with_geometry(read_frames, num_video_frames, rng, train=False)
       return views.astype(np.float32), fragment_placement(geometry)
     views = p.eval(read_frames, num_video_frames)
-    first = transforms.segment_indices(num_video_frames, p.num_frames, clip_index=0)[:1]
+    # A frame eval has just read (a caching reader does not decode it again).
+    first = transforms.segment_indices(
+      num_video_frames, p.num_frames, clip_index=0, num_clips=p.test_clips
+    )[:1]
     frame_size = tuple(np.asarray(read_frames(first)).shape[1:3])
     return views, crop_placement(p, num_video_frames, frame_size)
 
