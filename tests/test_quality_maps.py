@@ -11,7 +11,7 @@ import pytest
 
 from internvqa_jax import quality_maps as qm
 from internvqa_jax.data import fragments as fr
-from internvqa_jax.data import pipeline, transforms
+from internvqa_jax.data import recipes, transforms
 from internvqa_jax.models import fastvqa, internvideo2
 
 
@@ -62,7 +62,7 @@ def test_fragment_placement_is_pixel_exact(mode):
 def test_crop_placement_native_is_pixel_exact():
   n, h, w = 12, 40, 60
   video = grey_video(n, h, w, seed=2)
-  recipe = transforms.InternVideo2Recipe(
+  recipe = recipes.InternVideo2Recipe(
     num_frames=3, crop_size=28, resize_short=None, test_clips=2, test_crops=3
   )
   views = recipe.eval(lambda i: video[i], n)
@@ -84,7 +84,7 @@ def test_crop_placement_through_resize():
   y, x = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
   ramp = (y + x).astype(np.uint8)  # Smooth: bilinear resampling keeps it nearly linear.
   video = np.repeat(np.repeat(ramp[None, ..., None], n, 0), 3, -1)
-  recipe = transforms.InternVideo2Recipe(
+  recipe = recipes.InternVideo2Recipe(
     num_frames=2, crop_size=28, resize_short=30, test_clips=1, test_crops=3
   )
   views = recipe.eval(lambda i: video[i], n)
@@ -119,7 +119,10 @@ def brightness_model():
   at GELU(10 + small), where GELU is the identity to float precision.
   """
   model = fastvqa.make("tiny", base_x_size=(8, 96, 96), drop_path_rate=0.0)
-  params = jax.tree.map(np.array, fastvqa.init_params(model, jax.random.key(0)))
+  # Parameter shapes do not depend on the input: a one-token input in fixed-window mode.
+  small = model.clone(adaptive_window=False)
+  init = jax.jit(small.init)(jax.random.key(0), jnp.zeros((1, 2, 4, 4, 3), jnp.float32))
+  params = jax.tree.map(np.array, init["params"])
   bb = params["fragments_backbone"]
   c = model.embed_dim
   kernel = np.zeros(bb["patch_embed"]["proj"]["kernel"].shape, np.float32)
@@ -280,7 +283,7 @@ def test_internvideo2_contributions_errors(tiny_iv2):
 def test_internvideo2_write_maps(tmp_path, tiny_iv2):
   model, params, _ = tiny_iv2
   video = bright_square_video(n=10, h=40, w=56)
-  recipe = transforms.InternVideo2Recipe(
+  recipe = recipes.InternVideo2Recipe(
     num_frames=2, crop_size=28, resize_short=28, test_clips=2, test_crops=2
   )
   maker = qm.MapMaker(model, params, recipe, name="iv2", batch_size=3)
@@ -296,9 +299,9 @@ def test_internvideo2_write_maps(tmp_path, tiny_iv2):
   assert len(paths) == 2 and all(os.path.exists(p) for p in paths)
 
 
-def test_map_maker_takes_the_training_pipeline_recipe():
+def test_map_maker_takes_the_fragment_recipe():
   model, params = brightness_model()
-  recipe = pipeline.FastVQARecipe("fast_vqa_m")
+  recipe = recipes.FragmentRecipe("fast_vqa_m")
   maker = qm.MapMaker(model, params, recipe, name="m")
   assert maker.pipeline is recipe.sampler
 
@@ -311,12 +314,12 @@ def test_display_scales():
 
 def test_map_maker_errors(tiny_iv2):
   model, params, _ = tiny_iv2
-  with pytest.raises(TypeError, match="FragmentSampler or a transforms.InternVideo2Recipe"):
+  with pytest.raises(TypeError, match="FragmentSampler or a recipes.InternVideo2Recipe"):
     qm.MapMaker(model, params, object(), name="x")
   with pytest.raises(ValueError, match="batch_size must be >= 1"):
-    qm.MapMaker(model, params, transforms.InternVideo2Recipe(), name="x", batch_size=0)
+    qm.MapMaker(model, params, recipes.InternVideo2Recipe(), name="x", batch_size=0)
   placement = qm.crop_placement(
-    transforms.InternVideo2Recipe(num_frames=2, crop_size=28, test_clips=1, test_crops=1),
+    recipes.InternVideo2Recipe(num_frames=2, crop_size=28, test_clips=1, test_crops=1),
     4,
     (28, 28),
   )
