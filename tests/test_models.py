@@ -26,6 +26,8 @@ INTERFACE = (
   "with_frozen_layers",
   "input_recipe",
   "default_view",
+  "map_layout",
+  "local_quality_map",
 )
 
 
