@@ -37,13 +37,15 @@ def collect_predictions(
   batches: Iterable[Mapping],
   make_global: Callable[[Mapping[str, np.ndarray]], Any],
 ) -> dict[str, np.ndarray]:
-  """Returns {"index": (V,), "label": (V,), "score": (V,)}: per-video means, sorted by index."""
-  idx, labels, masks, scores = [], [], [], []
+  """Returns {"index", "label", "target", "score"}, each (V,): per-video means sorted by index
+  (label: the training target; target: the raw MOS/DMOS; score: the model's prediction)."""
+  idx, labels, targets, masks, scores = [], [], [], [], []
   for batch in batches:
     out = predict(make_global(batch))
     scores.append(_global_values(out).reshape(-1))
     idx.append(_gather(batch["index"]))
     labels.append(_gather(np.asarray(batch["label"], np.float32)))
+    targets.append(_gather(np.asarray(batch["score"], np.float32)))
     masks.append(_gather(batch["mask"]))
   if not idx:
     raise ValueError("the evaluation split yielded no batch")
@@ -51,16 +53,21 @@ def collect_predictions(
   index = np.concatenate(idx)[mask]
   vids, lab = metrics_lib.aggregate_by_video(index, np.concatenate(labels)[mask])
   vids2, score = metrics_lib.aggregate_by_video(index, np.concatenate(scores)[mask])
+  _, target = metrics_lib.aggregate_by_video(index, np.concatenate(targets)[mask])
   if not np.array_equal(vids, vids2):
     raise AssertionError("per-video aggregation of labels and scores disagree")
-  return {"index": np.asarray(vids), "label": lab, "score": score}
+  return {"index": np.asarray(vids), "label": lab, "target": target, "score": score}
 
 
-def evaluate_model(predict, batches, make_global) -> dict[str, float]:
-  preds = collect_predictions(predict, batches, make_global)
+def metrics_of(preds: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """The metrics of `collect_predictions`' output (predictions against the training labels)."""
   m = {k: float(v) for k, v in metrics_lib.evaluate(preds["score"], preds["label"]).items()}
   m["num_videos"] = len(preds["label"])
   return m
+
+
+def evaluate_model(predict, batches, make_global) -> dict[str, float]:
+  return metrics_of(collect_predictions(predict, batches, make_global))
 
 
 def format_table(results: Mapping[str, Mapping[str, float]], title: str = "") -> str:

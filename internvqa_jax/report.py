@@ -4,8 +4,9 @@
       --label-column mos --out-dir report/
 
 Inputs:
-  * scores CSV: a `path` column and one `score_<model>` column per model (as
-    written by `internvqa_jax.score`), or a single `score` column.
+  * scores CSV: as written by `internvqa_jax.score` (leading '#' header lines,
+    one row per video and model: `path`, `model`, `score`, ...), or a `path`
+    column with one `score_<model>` column per model, or a single `score` column.
   * labels CSV: a `video_id` or `path` column and a label column
     (--label-column; default: the first of mos, dmos, score, label present).
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import itertools
 import json
 import math
 import os
@@ -61,7 +63,10 @@ def _read_csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
   # utf-8-sig: Excel writes CSV files with a byte-order mark, which would otherwise
   # stick to the first column name.
   with open(path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.DictReader(f)
+    first = f.readline()
+    while first.startswith("#"):  # The score CSV's header comments.
+      first = f.readline()
+    reader = csv.DictReader(itertools.chain([first], f))
     if not reader.fieldnames:
       raise ReportError(f"{path}: empty CSV (no header)")
     fields = [c.strip() for c in reader.fieldnames]
@@ -84,6 +89,8 @@ def read_scores(path: str) -> tuple[list[str], dict[str, np.ndarray]]:
   fields, rows = _read_csv(path)
   if "path" not in fields:
     raise ReportError(f"{path}: no 'path' column (columns: {fields})")
+  if "model" in fields and "score" in fields:
+    return _read_long_scores(path, rows)
   cols = [c for c in fields if c.startswith("score_")] or (["score"] if "score" in fields else [])
   if not cols:
     raise ReportError(f"{path}: no 'score_<model>' or 'score' column (columns: {fields})")
@@ -97,6 +104,27 @@ def read_scores(path: str) -> tuple[list[str], dict[str, np.ndarray]]:
   for c in cols:
     name = c[len("score_") :] if c.startswith("score_") else "score"
     preds[name] = np.array([_number(r[c], f"{path}: {r['path']} column {c}") for r in rows])
+  return paths, preds
+
+
+def _read_long_scores(path: str, rows: list[dict[str, str]]):
+  """One row per (path, model) -> (paths, {model: predictions}); every video needs every model."""
+  models = list(dict.fromkeys(r["model"] for r in rows))
+  paths = list(dict.fromkeys(r["path"] for r in rows))
+  if not paths:
+    raise ReportError(f"{path}: no scored videos")
+  table: dict[tuple[str, str], float] = {}
+  for r in rows:
+    key = (r["path"], r["model"])
+    if key in table:
+      raise ReportError(f"{path}: {r['path']} scored more than once by {r['model']}")
+    table[key] = _number(r["score"], f"{path}: {r['path']} model {r['model']}")
+  preds = {}
+  for m in models:
+    missing = [p for p in paths if (p, m) not in table]
+    if missing:
+      raise ReportError(f"{path}: model {m} has no score for {missing[:10]}")
+    preds[m] = np.array([table[(p, m)] for p in paths])
   return paths, preds
 
 

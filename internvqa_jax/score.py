@@ -1,44 +1,58 @@
 """Scores video files with one or more exported/converted models.
 
   python -m internvqa_jax.score --model WORKDIR/export/student clips/ a.mp4 \
-      --out scores.csv
+      --out scores.csv [--segments 2] [--resume] [--skip-bad]
 
-Each model directory (internvqa_jax.models.load format: meta.json + params/)
-carries everything needed to rebuild its test protocol:
+The test protocol of a model is its view config, built by the same function as training-time
+evaluation (`data.pipeline.make_recipe`) with the same defaults:
 
-  * InternVideo2: `InternVideo2Recipe` with num_frames / crop = the model's
-    num_frames / img_size, S temporal clips x C spatial crops (default 4 x 3,
-    the InternVideo2 protocol) after resizing the short side to img_size
-    (`resize_short=None` crops at native resolution instead).
-  * FAST-VQA: `FragmentSampler` of the sampling variant named in meta.json
-    (converted checkpoints store it), else guessed from the model's
-    base_x_size (T, H, W): (32, 224, 224) -> fast_vqa_b, (16, 128, 128) ->
-    fast_vqa_m, (16, 224, 224) -> faster_vqa_mt, (32, 160, 160) ->
-    faster_vqa_ms. FasterVQA shares fast_vqa_b's input size, so pass
-    fragments_variant='faster_vqa' for it. Test sampling is 'center'
-    (deterministic centred temporal and spatial offsets) by default; the
-    reference evaluation draws them at random ('random', seeded per video).
+  * trained models: the eval view stored in meta.json (`eval_view`) by the trainer;
+  * converted checkpoints (no eval_view): the family's reference protocol (its `default_view`):
+    InternVideo2 4 clips x 3 crops of num_frames x img_size, short side resized to img_size;
+    FAST-VQA the fragment variant named in meta.json, else the one whose clip equals the model's
+    base_x_size.
 
-Every view is scored by a jitted `module.apply` in fixed-size batches (the
-last one padded, so each model compiles once) and the view scores of a video
-are averaged, exactly as in training-time evaluation. Frames are decoded once
-per video and shared by all models.
+Command-line options (--clips, --crops, --resize-short, --fragments-variant, --fragment,
+--test-sampling) edit that view config. FAST-VQA test sampling is deterministic ('center') by
+default, in training-time evaluation too; 'random' (the reference's) draws from
+np.random.default_rng(--seed) per video.
+
+Each video gets, per model: `score` (mean over views), `score_std` (sample standard deviation
+over views), a 95% bootstrap interval of the mean (`view_stats`), `num_views`, the calibrated
+`mos` with its interval when meta.json has a calibration (`calibration`), and the source's bit
+depth. Sources deeper than 8 bits are decoded to float (no rounding to 8 bits) unless --decode-8bit.
+With --segments, each window is scored with the same protocol (`segments`) and the video's
+values are pooled over windows (--pool). The CSV layout, header and resume rules are in
+`score_table`.
+
+Decoding runs in a background thread one video ahead of the model, so decoding the next video
+overlaps the model on the current one; at most two videos' views are in memory (one window's
+with --segments).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
+import json
+import math
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from internvqa_jax import cli_errors
+import internvqa_jax
+from internvqa_jax import calibration as calibration_lib
+from internvqa_jax import cli_errors, models, score_table, view_stats
+from internvqa_jax import segments as segments_lib
+from internvqa_jax.data import decode, frames, pipeline
+from internvqa_jax.data.video_types import is_raw_yuv
+from internvqa_jax.models import checkpoint
 
 # Extensions picked up when a directory is given (explicit files may have any).
 VIDEO_EXTENSIONS = frozenset(
@@ -71,8 +85,6 @@ VIDEO_EXTENSIONS = frozenset(
   }
 )
 
-# FAST-VQA sampling variants tried, in order, when meta.json names none.
-_GUESS_ORDER = ("fast_vqa_b", "fast_vqa_m", "faster_vqa_mt", "faster_vqa_ms")
 _USE_MODEL = "model"  # resize_short default: the model's img_size.
 
 
@@ -123,29 +135,12 @@ def expand_paths(inputs: Iterable[str | os.PathLike], recursive: bool = False) -
   return out
 
 
-class _FrameCache:
-  """read_frames(indices) for one video; each frame is decoded once."""
-
-  def __init__(self, path: str, geometry: Mapping[str, Any], threads: int):
-    from internvqa_jax.data import decode
-
-    self._decode = decode
-    self.path = path
-    raw = path.lower().endswith(".yuv")
-    # The geometry describes raw YUV only; decoder threads apply to compressed files only.
-    geometry = {k: v for k, v in geometry.items() if v is not None} if raw else {}
-    self.num_frames = decode.probe(path, **geometry).num_frames
-    self._read_kw = geometry if raw else {"threads": threads}
-    self._frames: dict[int, np.ndarray] = {}
-
-  def __call__(self, indices) -> np.ndarray:
-    idx = np.asarray(indices, np.int64).reshape(-1)
-    missing = np.unique([i for i in idx.tolist() if i not in self._frames]).astype(np.int64)
-    if missing.size:
-      frames = self._decode.read_frames(self.path, missing, **self._read_kw)
-      for i, f in zip(missing.tolist(), frames):
-        self._frames[i] = f
-    return np.stack([self._frames[i] for i in idx.tolist()])
+def _read_options(path: str, geometry: Mapping[str, Any], threads: int, keep_bit_depth: bool):
+  """(probe kwargs, read_frames kwargs) of one file."""
+  if is_raw_yuv(path):  # Raw frames carry no header: the geometry describes them.
+    geo = {k: v for k, v in geometry.items() if v is not None}
+    return geo, {**geo, "keep_bit_depth": keep_bit_depth}
+  return {}, {"threads": threads, "keep_bit_depth": keep_bit_depth}
 
 
 # ------------------------------------------------------------------ models ---
@@ -153,17 +148,25 @@ class _FrameCache:
 
 @dataclasses.dataclass
 class ModelScorer:
-  """One loaded model with its test protocol and jitted predict function."""
+  """One loaded model with its test protocol (a view config) and jitted predict function."""
 
   name: str
   model_dir: str
   family: str
-  protocol: str  # Human-readable description of the test views.
+  view: dict  # The view config, defaults filled in (rebuilds `recipe`).
+  recipe: Any  # pipeline.make_recipe's recipe: .eval(read, num_frames, rng) -> views.
   num_views: int
   batch_size: int
-  make_views: Callable[[Callable, int, np.random.Generator], np.ndarray]
   predict: Callable[[np.ndarray], np.ndarray]
   view_shape: tuple[int, ...]
+  calibration: dict | None = None
+
+  @property
+  def protocol(self) -> str:
+    return json.dumps(self.view, sort_keys=True)
+
+  def make_views(self, read, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    return np.asarray(self.recipe.eval(read, num_frames, rng), np.float32)
 
   def score_views(self, views: np.ndarray) -> np.ndarray:
     """Per-view scores (V,) float32 of normalized views (V, T, H, W, 3)."""
@@ -183,26 +186,74 @@ class ModelScorer:
     return np.concatenate(out).astype(np.float32)
 
 
-def guess_fragments_variant(base_x_size: Sequence[int]) -> str:
-  """FAST-VQA sampling variant whose clip (T, S, S) equals base_x_size."""
-  from internvqa_jax.data import fragments
+def default_view(meta: Mapping[str, Any], module, fragments_variant: str | None = None) -> dict:
+  """The test protocol of a model directory whose meta.json stores no eval view: its family's
+  `default_view` (internvqa_jax.models); an explicit FAST-VQA variant takes the place of the one
+  meta.json would name."""
+  if fragments_variant is not None:
+    meta = {**meta, "variant": fragments_variant}
+  return models.get(meta["family"]).default_view(module, meta)
 
-  size = tuple(int(x) for x in base_x_size)
-  for v in _GUESS_ORDER:
-    c = fragments.VARIANT_SAMPLING[v]
-    if (c["clip_len"], c["fragments"] * c["fsize"], c["fragments"] * c["fsize"]) == size:
-      return v
-  known = {
-    v: (
-      fragments.VARIANT_SAMPLING[v]["clip_len"],
-      fragments.VARIANT_SAMPLING[v]["fragments"] * fragments.VARIANT_SAMPLING[v]["fsize"],
-    )
-    for v in _GUESS_ORDER
-  }
-  raise ValueError(
-    f"no FAST-VQA sampling variant has input size {size} (known (T, S): {known}); "
-    "pass --fragments-variant and --fragment KEY=VALUE overrides"
-  )
+
+def view_recipe(model_dir: str) -> str:
+  """The recipe (a model family name) of a model directory's test views."""
+  meta = checkpoint.read_meta(model_dir)
+  stored = meta.get("eval_view") or {}
+  recipe = stored.get("recipe", "internvideo2") if stored else meta.get("family")
+  models.get(recipe)  # an unknown family is an error naming it
+  return recipe
+
+
+def _positive(name: str, value: int | None) -> int | None:
+  if value is not None and int(value) < 1:
+    raise ValueError(f"{name} must be a positive integer, got {value}")
+  return None if value is None else int(value)
+
+
+def apply_options(
+  view: Mapping[str, Any],
+  where: str,
+  *,
+  clips: int | None = None,
+  crops: int | None = None,
+  resize_short: int | str | None = _USE_MODEL,
+  fragments_variant: str | None = None,
+  fragment_overrides: Mapping[str, Any] | None = None,
+  test_sampling: str | None = None,
+) -> dict:
+  """The view config with command-line options applied (an option its recipe lacks is an error)."""
+  view = json.loads(json.dumps(dict(view)))  # deep copy
+  clips, crops = _positive("--clips", clips), _positive("--crops", crops)
+  recipe = view.get("recipe", "internvideo2")
+  if recipe == "internvideo2":
+    if fragments_variant is not None or fragment_overrides or test_sampling is not None:
+      raise ValueError(
+        f"{where}: --fragments-variant/--fragment/--test-sampling apply to FAST-VQA "
+        "fragment views, this model has an InternVideo2 view"
+      )
+    if clips is not None:
+      view["test_clips"] = clips
+    if crops is not None:
+      view["test_crops"] = crops
+    if resize_short != _USE_MODEL:
+      view["resize_short"] = resize_short
+  elif recipe == "fastvqa":
+    if crops is not None:
+      raise ValueError(f"{where}: FAST-VQA has no spatial test crops (--crops); use --clips")
+    if resize_short != _USE_MODEL:
+      raise ValueError(
+        f"{where}: --resize-short applies to InternVideo2 models, "
+        "FAST-VQA samples fragments at native resolution"
+      )
+    if fragments_variant is not None:
+      view["variant"] = fragments_variant
+    overrides = {**(view.get("overrides") or {}), **(fragment_overrides or {})}
+    if test_sampling is not None:
+      overrides["test_sampling"] = test_sampling
+    if clips is not None:
+      overrides["num_clips_test"] = clips
+    view["overrides"] = overrides
+  return view
 
 
 def _make_predict(module, params):
@@ -222,6 +273,12 @@ def _make_predict(module, params):
   return lambda x: predict(device_params, x)
 
 
+def _view_shape(recipe) -> tuple[int, ...]:
+  """Shape of one view, from the recipe applied to a blank 64-frame 240x320 video."""
+  blank = lambda idx: np.zeros((len(np.asarray(idx).reshape(-1)), 240, 320, 3), np.uint8)
+  return tuple(np.shape(recipe.eval(blank, 64, np.random.default_rng(0)))[1:])
+
+
 def load_scorer(
   model_dir: str,
   *,
@@ -232,116 +289,62 @@ def load_scorer(
   batch_size: int | None = None,
   fragments_variant: str | None = None,
   fragment_overrides: Mapping[str, Any] | None = None,
-  test_sampling: str = "center",
+  test_sampling: str | None = None,
   warmup: bool = True,
 ) -> ModelScorer:
   """Loads `model_dir` and builds its test protocol (see the module docstring).
 
-  clips/crops: InternVideo2 S x C (default 4 x 3); for FAST-VQA `clips` sets
-    the number of test clips (crops do not apply).
-  resize_short: InternVideo2 short side before cropping; 'model' (default) =
-    img_size, None = native-resolution crops.
+  clips/crops: InternVideo2 S x C; for FAST-VQA `clips` sets the number of test clips.
+  resize_short: InternVideo2 short side before cropping; 'model' (default) = the view's, None =
+    native-resolution crops.
   batch_size: views per jitted call (default: all views of one video).
-  fragments_variant / fragment_overrides / test_sampling: FAST-VQA sampling
-    (`fragments.FragmentSampler(variant, **overrides)`).
+  fragments_variant / fragment_overrides / test_sampling: FAST-VQA view overrides.
   """
-  from internvqa_jax import models
-  from internvqa_jax.models import checkpoint
-
   model_dir = os.path.normpath(os.fspath(model_dir))
   meta = checkpoint.read_meta(model_dir)
   module, params = models.load(model_dir)
-  family = meta["family"]
-  # Models exported by the trainer record the eval view they were validated with; it is the
-  # default protocol here (explicit arguments still win).
-  view = dict(meta.get("eval_view") or {})
-  name = name or os.path.basename(model_dir)
-  if family == "internvideo2":
-    from internvqa_jax.data.recipes import InternVideo2Recipe
-
-    if fragments_variant is not None or fragment_overrides:
-      raise ValueError(f"{model_dir}: fragment options apply to FAST-VQA models, not InternVideo2")
-    size = int(module.img_size)
-    if resize_short == _USE_MODEL:
-      rs = view.get("resize_short", size) if view.get("recipe") == "internvideo2" else size
-    else:
-      rs = resize_short
-    recipe = InternVideo2Recipe(
-      num_frames=int(module.num_frames),
-      crop_size=size,
-      resize_short=None if rs is None else int(rs),
-      flip=False,
-      test_clips=int(clips or view.get("test_clips", 4)),
-      test_crops=int(crops or view.get("test_crops", 3)),
-    )
-    num_views = recipe.num_eval_examples
-    view_shape = (recipe.num_frames, size, size, 3)
-    make_views = lambda read, n, rng: recipe.eval(read, n)
-    protocol = (
-      f"InternVideo2 {recipe.test_clips} clips x {recipe.test_crops} crops of "
-      f"{recipe.num_frames}x{size}x{size}, resize_short="
-      f"{'native' if recipe.resize_short is None else recipe.resize_short}"
-    )
-  elif family == "fastvqa":
-    from internvqa_jax.data import fragments
-
-    if crops is not None:
-      raise ValueError(f"{model_dir}: FAST-VQA has no spatial test crops (--crops); use --clips")
-    if resize_short != _USE_MODEL:
-      raise ValueError(
-        f"{model_dir}: --resize-short applies to InternVideo2 models, "
-        "FAST-VQA samples fragments at native resolution"
-      )
-    variant = fragments_variant
-    if variant is None and view.get("recipe") == "fastvqa":
-      variant = view.get("variant")
-      fragment_overrides = {**(view.get("overrides") or {}), **(fragment_overrides or {})}
-    if variant is None:
-      stored = meta.get("variant")
-      variant = (
-        stored
-        if stored in fragments.VARIANT_SAMPLING
-        else guess_fragments_variant(module.base_x_size)
-      )
-    overrides = dict(fragment_overrides or {})
-    overrides.setdefault("test_sampling", test_sampling)
-    if clips is not None:
-      overrides["num_clips_test"] = int(clips)
-    sampler = fragments.FragmentSampler(variant, **overrides)
-    num_views = sampler.num_clips(False)
-    view_shape = (sampler.clip_len, sampler.size, sampler.size, 3)
-    make_views = lambda read, n, rng: sampler(read, n, rng, train=False)
-    extra = {k: v for k, v in overrides.items() if k != "test_sampling"}
-    protocol = (
-      f"FAST-VQA fragments {variant}{' ' + str(extra) if extra else ''}: "
-      f"{num_views} clips of {sampler.clip_len}x{sampler.size}x{sampler.size}, "
-      f"test_sampling={sampler.config.test_sampling}"
-    )
-  else:
-    raise ValueError(f"{model_dir}: unknown model family {family!r}")
+  stored = meta.get("eval_view")
+  try:
+    view = dict(stored) if stored else default_view(meta, module, fragments_variant)
+  except ValueError as e:
+    raise ValueError(
+      f"{model_dir}: {e} (--fragments-variant, with --fragment KEY=VALUE overrides)"
+    ) from e
+  view = apply_options(
+    view,
+    model_dir,
+    clips=clips,
+    crops=crops,
+    resize_short=resize_short,
+    fragments_variant=fragments_variant,
+    fragment_overrides=fragment_overrides,
+    test_sampling=test_sampling,
+  )
+  try:
+    recipe = pipeline.make_recipe(view)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{model_dir}: test protocol {view}: {e}") from e
+  cal = meta.get("calibration")
+  cal = calibration_lib.check(cal, os.path.join(model_dir, "meta.json")) if cal else None
+  num_views = int(recipe.num_eval_examples)
   bs = num_views if batch_size is None else int(batch_size)
   if bs < 1:
     raise ValueError(f"batch_size must be >= 1, got {bs}")
   scorer = ModelScorer(
-    name=name,
+    name=name or os.path.basename(model_dir),
     model_dir=model_dir,
-    family=family,
-    protocol=protocol,
+    family=meta["family"],
+    view=recipe.settings(),
+    recipe=recipe,
     num_views=num_views,
     batch_size=bs,
-    make_views=make_views,
     predict=_make_predict(module, params),
-    view_shape=view_shape,
+    view_shape=_view_shape(recipe),
+    calibration=cal,
   )
   if warmup:  # Compile now, so per-video timings are steady-state.
-    scorer.predict(np.zeros((bs,) + view_shape, np.float32))
+    scorer.predict(np.zeros((bs,) + scorer.view_shape, np.float32))
   return scorer
-
-
-def _family_of(model_dir: str) -> str:
-  from internvqa_jax.models import checkpoint
-
-  return checkpoint.read_meta(model_dir)["family"]
 
 
 def _unique_names(model_dirs: Sequence[str]) -> list[str]:
@@ -361,60 +364,204 @@ def _unique_names(model_dirs: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------- scoring ---
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoringOptions:
+  """How videos are decoded, windowed and summarised (the same for every model)."""
+
+  width: int | None = None
+  height: int | None = None
+  bit_depth: int | None = None
+  fps: float | None = None
+  threads: int = 0
+  seed: int = 0
+  bootstrap: int = 1000
+  segments: float | None = None  # window length in seconds; None = whole video
+  segment_stride: float | None = None
+  pool: str = "mean"
+  keep_bit_depth: bool = True
+
+  def run_settings(self) -> dict[str, Any]:
+    """What a resumed run must share with the file it appends to."""
+    return {
+      "seed": self.seed,
+      "bootstrap": self.bootstrap,
+      "segments": self.segments,
+      "segment_stride": self.segment_stride,
+      "pool": self.pool,
+      "decode": "keep_bit_depth" if self.keep_bit_depth else "8bit",
+    }
+
+
+_END = object()
+
+
+def _prepare(paths, scorers, opts: ScoringOptions, out: queue.Queue, stop: threading.Event):
+  """Producer (background thread): decodes and builds the views, one window at a time."""
+  geometry = dict(width=opts.width, height=opts.height, bit_depth=opts.bit_depth, fps=opts.fps)
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        out.put(item, timeout=0.2)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  for path in paths:
+    t0 = time.perf_counter()
+    try:
+      probe_kw, read_kw = _read_options(path, geometry, opts.threads, opts.keep_bit_depth)
+      info = decode.probe(path, **probe_kw)
+      if opts.segments is None:
+        wins = [None]
+      else:
+        wins = segments_lib.windows(info.num_frames, info.fps, opts.segments, opts.segment_stride)
+      for w in wins:
+        # A cache per window: only the window's frames are ever held.
+        cache = frames.FrameCache(path, info.num_frames, read_kwargs=read_kw)
+        reader = cache if w is None else segments_lib.WindowReader(cache, w)
+        views = {
+          s.name: s.make_views(reader, reader.num_frames, np.random.default_rng(opts.seed))
+          for s in scorers
+        }
+        del cache, reader
+        if not put(("window", path, w, views)):
+          return
+      item = ("done", path, info, time.perf_counter() - t0)
+    except Exception as e:  # pylint: disable=broad-except
+      item = ("bad", path, f"{type(e).__name__}: {e}")
+    if not put(item):
+      return
+  put(_END)
+
+
+def _summaries(
+  scorer: ModelScorer, windows: list, per_window: list[np.ndarray], opts: ScoringOptions, path: str
+) -> tuple[dict, list[dict]]:
+  """(video row values, segment rows) of one model from its per-window view scores."""
+  if opts.segments is None:
+    summary = view_stats.summarize(per_window[0], bootstrap=opts.bootstrap, seed=opts.seed)
+    seg_rows = []
+  else:
+    seg_scores = np.array([float(np.mean(v.astype(np.float64))) for v in per_window])
+    view_stats.check_pool_input(seg_scores, opts.pool, f"{path} ({scorer.name})")
+    summary = view_stats.summarize(
+      seg_scores, bootstrap=opts.bootstrap, seed=opts.seed, pool=opts.pool
+    )
+    seg_rows = [
+      {
+        "path": path,
+        "model": scorer.name,
+        "start": round(w.start_s, 6),
+        "end": round(w.end_s, 6),
+        "score": float(seg_scores[k]),
+        "score_std": view_stats.summarize(per_window[k], bootstrap=0)["score_std"],
+      }
+      for k, w in enumerate(windows)
+    ]
+  row = {
+    "path": path,
+    "model": scorer.name,
+    "score": summary["score"],
+    "score_std": summary["score_std"],
+    "score_ci_low": summary["score_ci_low"],
+    "score_ci_high": summary["score_ci_high"],
+    "num_views": int(sum(len(v) for v in per_window)),
+  }
+  if scorer.calibration is not None:
+    row["mos"] = float(calibration_lib.apply(scorer.calibration, summary["score"]))
+    row["mos_ci_low"], row["mos_ci_high"] = calibration_lib.apply_interval(
+      scorer.calibration, summary["score_ci_low"], summary["score_ci_high"]
+    )
+  return row, seg_rows
+
+
 def score_with(
   scorers: Sequence[ModelScorer],
   paths: Sequence[str],
   *,
-  width: int | None = None,
-  height: int | None = None,
-  bit_depth: int | None = None,
-  fps: float | None = None,
+  options: ScoringOptions | None = None,
   skip_bad: bool = False,
-  seed: int = 0,
-  threads: int = 0,
   on_video: Callable[[dict], None] | None = None,
+  on_skip: Callable[[str, str], None] | None = None,
+  **option_kw: Any,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
-  """Scores `paths` with every scorer; returns (rows, skipped).
+  """Scores `paths` with every scorer; returns (results, skipped).
 
-  rows: {'path', 'scores': {name: mean score}, 'num_views': {name: V},
-  'seconds'} per scored video, in input order. skipped: (path, reason) of
-  videos that failed to decode (only with skip_bad; otherwise ScoreError).
-  Random test sampling (FAST-VQA test_sampling='random') draws from
-  np.random.default_rng(seed) per video, so a score does not depend on the
-  other videos in the run.
+  One result per scored video, in input order: {'path', 'bit_depth', 'num_frames', 'fps',
+  'seconds', 'rows': [one CSV row per model], 'segments': [segment rows], 'scores': {model:
+  score}, 'num_views': {model: V}}. skipped: (path, reason) of videos that failed (only with
+  skip_bad; otherwise ScoreError). `options` (or its fields as keywords): ScoringOptions.
+  `on_video(result)` / `on_skip(path, reason)` run as each video finishes.
   """
-  geometry = dict(width=width, height=height, bit_depth=bit_depth, fps=fps)
-  rows, skipped = [], []
-  for path in paths:
-    t0 = time.perf_counter()
-    try:
-      reader = _FrameCache(path, geometry, threads)
-      views = {
-        s.name: np.asarray(
-          s.make_views(reader, reader.num_frames, np.random.default_rng(seed)), np.float32
-        )
-        for s in scorers
+  opts = options or ScoringOptions(**option_kw)
+  if options is not None and option_kw:
+    raise TypeError("pass either options= or option keywords, not both")
+  if opts.pool not in view_stats.POOLS:
+    raise ValueError(f"unknown pooling {opts.pool!r}; expected one of {sorted(view_stats.POOLS)}")
+  results, skipped = [], []
+  q: queue.Queue = queue.Queue(maxsize=1)
+  stop = threading.Event()
+  worker = threading.Thread(
+    target=_prepare, args=(list(paths), list(scorers), opts, q, stop), daemon=True
+  )
+  worker.start()
+  pending: dict[str, list] = {}  # path -> [(window, {model: per-view scores})]
+  t_model = 0.0
+  try:
+    while True:
+      item = q.get()
+      if item is _END:
+        break
+      kind, path = item[0], item[1]
+      if kind == "window":
+        t1 = time.perf_counter()
+        scores = {}
+        for s in scorers:
+          per_view = s.score_views(item[3][s.name])
+          if not np.all(np.isfinite(per_view)):
+            raise ScoreError(f"{s.name} gave non-finite scores for {path}: {per_view.tolist()}")
+          scores[s.name] = per_view
+        t_model += time.perf_counter() - t1
+        pending.setdefault(path, []).append((item[2], scores))
+        continue
+      parts = pending.pop(path, [])
+      if kind == "bad":
+        if not skip_bad:
+          raise ScoreError(f"cannot score {path}: {item[2]}")
+        reason = item[2]
+        skipped.append((path, reason))
+        if on_skip is not None:
+          on_skip(path, reason)
+        continue
+      info, seconds = item[2], item[3]
+      wins = [w for w, _ in parts]
+      result = {
+        "path": path,
+        "bit_depth": info.bit_depth,
+        "num_frames": info.num_frames,
+        "fps": info.fps,
+        "seconds": seconds,
+        "rows": [],
+        "segments": [],
       }
-    except Exception as e:  # pylint: disable=broad-except
-      reason = f"{type(e).__name__}: {e}".replace("\n", " ")
-      if not skip_bad:
-        raise ScoreError(f"cannot score {path}: {reason}") from e
-      skipped.append((path, reason))
-      continue
-    del reader  # Frees the decoded frames before the model runs.
-    row = {"path": path, "scores": {}, "num_views": {}}
-    for s in scorers:
-      v = views.pop(s.name)
-      per_view = s.score_views(v)
-      if not np.all(np.isfinite(per_view)):
-        raise ScoreError(f"{s.name} gave non-finite scores for {path}: {per_view.tolist()}")
-      row["scores"][s.name] = float(np.mean(per_view.astype(np.float64)))
-      row["num_views"][s.name] = len(per_view)
-    row["seconds"] = time.perf_counter() - t0
-    rows.append(row)
-    if on_video is not None:
-      on_video(row)
-  return rows, skipped
+      for s in scorers:
+        try:
+          row, seg_rows = _summaries(s, wins, [sc[s.name] for _, sc in parts], opts, path)
+        except ValueError as e:
+          raise ScoreError(f"cannot score {path}: {e}") from e
+        row["bit_depth"] = info.bit_depth
+        result["rows"].append(row)
+        result["segments"] += seg_rows
+      result["scores"] = {r["model"]: r["score"] for r in result["rows"]}
+      result["num_views"] = {r["model"]: r["num_views"] for r in result["rows"]}
+      results.append(result)
+      if on_video is not None:
+        on_video(result)
+  finally:
+    stop.set()
+  return results, skipped
 
 
 _LOAD_KEYS = (
@@ -434,63 +581,101 @@ def score_videos(
   *,
   skipped: list | None = None,
   recursive: bool = False,
+  skip_bad: bool = False,
   **opts: Any,
 ) -> list[dict]:
   """Scores videos (files or directories) with one model.
 
-  Returns [{'path', 'score', 'num_views', 'seconds'}] in input order
-  (directories expanded, sorted). `opts`: the keyword arguments of
-  `load_scorer` (clips, crops, resize_short, batch_size, fragments_variant,
-  fragment_overrides, test_sampling) and of `score_with` (width, height,
-  bit_depth, fps, skip_bad, seed, threads). With skip_bad=True, videos that
-  fail to decode are left out and appended as (path, reason) to `skipped`.
+  Returns one dict per video in input order (directories expanded, sorted): the CSV row
+  (score, score_std, score_ci_low, score_ci_high, num_views, mos..., bit_depth) plus 'seconds'
+  and, with segments, 'segments'. `opts`: the keyword arguments of `load_scorer` and the
+  fields of `ScoringOptions`. With skip_bad=True, videos that fail are left out and appended as
+  (path, reason) to `skipped`.
   """
   load_opts = {k: opts.pop(k) for k in _LOAD_KEYS if k in opts}
   scorer = load_scorer(model_dir, **load_opts)
   files = expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else paths, recursive)
-  rows, bad = score_with([scorer], files, **opts)
+  results, bad = score_with([scorer], files, skip_bad=skip_bad, **opts)
   if skipped is not None:
     skipped.extend(bad)
-  return [
-    {
-      "path": r["path"],
-      "score": r["scores"][scorer.name],
-      "num_views": r["num_views"][scorer.name],
-      "seconds": r["seconds"],
-    }
-    for r in rows
-  ]
+  out = []
+  for r in results:
+    row = dict(r["rows"][0])
+    row["seconds"] = r["seconds"]
+    if r["segments"]:
+      row["segments"] = r["segments"]
+    out.append(row)
+  return out
 
 
 # --------------------------------------------------------------------- I/O ---
 
 
-def write_csv(path: str, rows: Sequence[dict], names: Sequence[str]) -> None:
-  """Columns: path, score_<model>..., num_views_<model>..., seconds."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(
-      ["path"] + [f"score_{n}" for n in names] + [f"num_views_{n}" for n in names] + ["seconds"]
-    )
-    for r in rows:
-      w.writerow(
-        [r["path"]]
-        + [repr(r["scores"][n]) for n in names]
-        + [r["num_views"][n] for n in names]
-        + [f"{r['seconds']:.3f}"]
+def output_paths(out: str) -> dict[str, str]:
+  """Every file a run writes, from --out."""
+  stem = os.path.splitext(out)[0]
+  return {
+    "csv": out,
+    "skipped": f"{out}.skipped.jsonl",
+    "segments": f"{stem}.segments.csv",
+    "curves": f"{stem}.curves",
+  }
+
+
+def check_outputs(out: str, inputs: Sequence[str], model_dirs: Sequence[str]) -> dict[str, str]:
+  """Validates --out before any work: writable, not a directory, never one of the inputs.
+
+  Raises cli_errors.InputError (an output that cannot be written: exit 1) or
+  cli_errors.UsageError (an output that would replace an input: exit 2), naming the path;
+  returns `output_paths(out)`.
+  """
+  outs = output_paths(out)
+  if os.path.isdir(out):
+    raise cli_errors.InputError(f"--out {out}: is a directory; expected a CSV file name")
+  protected = {os.path.realpath(p): p for p in inputs}
+  for d in model_dirs:
+    protected[os.path.realpath(d)] = d
+  for key, p in outs.items():
+    real = os.path.realpath(p)
+    if real in protected:
+      raise cli_errors.UsageError(
+        f"--out {out}: the {key} output {p} would overwrite the input {protected[real]}"
       )
+    if key != "curves" and os.path.exists(p) and not os.path.isfile(p):
+      raise cli_errors.InputError(f"--out {out}: {p} exists and is not a regular file")
+  parent = os.path.dirname(os.path.abspath(out))
+  probe_dir = parent
+  while not os.path.exists(probe_dir):
+    probe_dir = os.path.dirname(probe_dir)
+  if not os.path.isdir(probe_dir):
+    raise cli_errors.InputError(f"--out {out}: {probe_dir} is not a directory")
+  if not os.access(probe_dir, os.W_OK | os.X_OK):
+    raise cli_errors.InputError(f"--out {out}: directory {probe_dir} is not writable")
+  for p in (out, outs["skipped"]):
+    if os.path.exists(p) and not os.access(p, os.W_OK):
+      raise cli_errors.InputError(f"--out {out}: {p} exists and is not writable")
+  return outs
 
 
-def write_skipped(path: str, skipped: Sequence[tuple[str, str]]) -> None:
-  with open(path, "w") as f:
-    for p, reason in skipped:
-      f.write(f"{p}\t{reason}\n")
+def _safe(name: str) -> str:
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def format_row(row: Mapping[str, Any], names: Sequence[str], width: int) -> str:
-  scores = "  ".join(f"{row['scores'][n]:>12.5f}" for n in names)
-  return f"{row['path']:<{width}}  {scores}  {row['seconds']:>8.2f}"
+def curve_path(curves_dir: str, video: str) -> str:
+  """PNG of one video's curve: its file name plus a hash of the full path (names may repeat)."""
+  import hashlib
+
+  digest = hashlib.sha1(os.fsencode(video)).hexdigest()[:8]
+  return os.path.join(curves_dir, f"{_safe(os.path.basename(video))}.{digest}.png")
+
+
+def format_row(result: Mapping[str, Any], names: Sequence[str], width: int) -> str:
+  cells = []
+  for r in result["rows"]:
+    lo, hi = r["score_ci_low"], r["score_ci_high"]
+    ci = "" if math.isnan(lo) else f" [{lo:.4f}, {hi:.4f}]"
+    cells.append(f"{r['score']:>10.5f}{ci:>20}")
+  return f"{result['path']:<{width}}  {'  '.join(cells)}  {result['seconds']:>8.2f}"
 
 
 def _parse_resize(value: str):
@@ -502,6 +687,36 @@ def _parse_resize(value: str):
   if n < 1:
     raise argparse.ArgumentTypeError(f"--resize-short must be positive or 'none', got {value}")
   return n
+
+
+def _positive_int(value: str) -> int:
+  try:
+    n = int(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+  if n < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+  return n
+
+
+def _non_negative_int(value: str) -> int:
+  try:
+    n = int(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+  if n < 0:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+  return n
+
+
+def _positive_seconds(value: str) -> float:
+  try:
+    x = float(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value!r}") from None
+  if not (x > 0 and math.isfinite(x)):
+    raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value}")
+  return x
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -535,25 +750,33 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument("--out", default="scores.csv", help="CSV to write (default: scores.csv)")
   p.add_argument(
-    "--clips",
-    type=int,
-    help="test clips per video (InternVideo2 default 4; FAST-VQA: the variant's num_clips_test)",
+    "--resume",
+    action="store_true",
+    help="append to an existing --out written with the same models and settings, "
+    "skipping the videos it already has",
   )
-  p.add_argument("--crops", type=int, help="InternVideo2 spatial crops per clip (default 3)")
+  p.add_argument(
+    "--clips",
+    type=_positive_int,
+    help="test clips per video (default: the model's protocol)",
+  )
+  p.add_argument("--crops", type=_positive_int, help="InternVideo2 spatial crops per clip")
   p.add_argument(
     "--resize-short",
     type=_parse_resize,
     default=_USE_MODEL,
     metavar="N|none",
-    help="InternVideo2 short side before cropping (default: the model's img_size; "
+    help="InternVideo2 short side before cropping (default: the model's protocol; "
     "'none': native-resolution crops)",
   )
   p.add_argument(
-    "--batch-size", type=int, help="views per model call (default: all views of one video)"
+    "--batch-size",
+    type=_positive_int,
+    help="views per model call (default: all views of one video)",
   )
   p.add_argument(
     "--fragments-variant",
-    help="FAST-VQA sampling variant (default: from meta.json "
+    help="FAST-VQA sampling variant (default: the model's protocol, from meta.json "
     "or guessed from the model's input size)",
   )
   p.add_argument(
@@ -566,23 +789,64 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument(
     "--test-sampling",
-    default="center",
     choices=("center", "random", "demo"),
-    help="FAST-VQA test sampling (default: center, deterministic)",
+    help="FAST-VQA test sampling (default: the model's protocol; 'center' unless it says "
+    "otherwise)",
   )
-  p.add_argument("--seed", type=int, default=0, help="seed of random test sampling")
+  p.add_argument(
+    "--seed", type=int, default=0, help="seed of random test sampling and of the bootstrap"
+  )
+  p.add_argument(
+    "--bootstrap",
+    type=_non_negative_int,
+    default=1000,
+    metavar="N",
+    help="bootstrap resamples for the 95%% interval of the mean (0: no interval)",
+  )
+  p.add_argument(
+    "--segments",
+    type=_positive_seconds,
+    metavar="SECONDS",
+    help="score windows of this length; writes <out stem>.segments.csv and a PNG curve "
+    "per video in <out stem>.curves/",
+  )
+  p.add_argument(
+    "--segment-stride",
+    type=_positive_seconds,
+    metavar="SECONDS",
+    help="start a window every SECONDS (default: --segments, back to back)",
+  )
+  p.add_argument(
+    "--pool",
+    choices=sorted(view_stats.POOLS),
+    default="mean",
+    help="pooling of segment scores into the video score (with --segments; default mean)",
+  )
+  p.add_argument(
+    "--decode-8bit",
+    action="store_true",
+    help="round sources deeper than 8 bits to 8-bit RGB before the model "
+    "(training-time decoding) instead of keeping their precision",
+  )
   p.add_argument("--width", type=int, help="raw .yuv frame width (if not in the file name)")
   p.add_argument("--height", type=int, help="raw .yuv frame height")
   p.add_argument("--bit-depth", type=int, help="raw .yuv bit depth (default 8)")
+  p.add_argument("--fps", type=float, help="raw .yuv frame rate (needed for --segments)")
   p.add_argument("--recursive", action="store_true", help="also take videos in subdirectories")
   p.add_argument(
     "--skip-bad",
     action="store_true",
-    help="skip videos that fail to decode and "
-    "list them in <out>.skipped.txt (default: stop with an error)",
+    help="skip videos that fail to decode and list them with the reason in "
+    "<out>.skipped.jsonl (default: stop with an error)",
   )
   p.add_argument("--threads", type=int, default=0, help="decoder threads (0 = automatic)")
+  cli_errors.add_verbose_argument(p)
   return p
+
+
+def _error(msg: str, code: int) -> int:
+  print(f"error: {msg}", file=sys.stderr)
+  return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -591,39 +855,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.segment_stride is not None and args.segments is None:
+    parser.error("--segment-stride needs --segments")
+  if args.pool != "mean" and args.segments is None:
+    parser.error("--pool needs --segments (it pools segment scores)")
   try:
     files = expand_paths(args.videos, args.recursive)
   except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return _error(str(e), 2)
+  outs = check_outputs(args.out, files, args.model)  # cli_errors: exit 1 or 2, one line
   names = _unique_names(args.model)
   try:
-    families = [_family_of(d) for d in args.model]
+    recipes = [view_recipe(d) for d in args.model]
   except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  # Family-specific flags go to the models they describe (several models of
-  # different families can be scored in one run); a flag no model uses is an error.
+    return _error(str(e), 2)
+  # Recipe-specific flags go to the models whose views they describe (models of both kinds can
+  # be scored in one run); a flag no model uses is an error.
   iv2_opts = dict(crops=args.crops, resize_short=args.resize_short)
   fvqa_opts = dict(
     fragments_variant=args.fragments_variant,
     fragment_overrides=dict(args.fragment) or None,
     test_sampling=args.test_sampling,
   )
-  if "internvideo2" not in families and (args.crops is not None or args.resize_short != _USE_MODEL):
-    print("error: --crops/--resize-short apply to InternVideo2 models only", file=sys.stderr)
-    return 2
-  if "fastvqa" not in families and (
-    args.fragments_variant or args.fragment or args.test_sampling != "center"
+  if "internvideo2" not in recipes and (args.crops is not None or args.resize_short != _USE_MODEL):
+    return _error("--crops/--resize-short apply to InternVideo2 models only", 2)
+  if "fastvqa" not in recipes and (
+    args.fragments_variant or args.fragment or args.test_sampling is not None
   ):
-    print(
-      "error: --fragments-variant/--fragment/--test-sampling apply to FAST-VQA models only",
-      file=sys.stderr,
-    )
-    return 2
+    return _error("--fragments-variant/--fragment/--test-sampling apply to FAST-VQA models only", 2)
   scorers = []
-  for name, model_dir, family in zip(names, args.model, families):
+  for name, model_dir, recipe in zip(names, args.model, recipes):
     t0 = time.perf_counter()
     try:
       s = load_scorer(
@@ -631,47 +894,107 @@ def _main(argv: Sequence[str] | None = None) -> int:
         name=name,
         clips=args.clips,
         batch_size=args.batch_size,
-        **(iv2_opts if family == "internvideo2" else fvqa_opts),
+        **(iv2_opts if recipe == "internvideo2" else fvqa_opts),
       )
     except (FileNotFoundError, ValueError, TypeError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
+      return _error(str(e), 2)
     print(
-      f"model {name}: {s.protocol}; batch {s.batch_size}; loaded and compiled in "
-      f"{time.perf_counter() - t0:.1f} s",
+      f"model {name}: {s.protocol}: {s.num_views} views; batch {s.batch_size}; "
+      f"loaded and compiled in {time.perf_counter() - t0:.1f} s",
       file=sys.stderr,
     )
     scorers.append(s)
 
-  width = max(len("video"), *(len(f) for f in files))
-  print(f"{'video':<{width}}  " + "  ".join(f"{n[-12:]:>12}" for n in names) + f"  {'seconds':>8}")
+  opts = ScoringOptions(
+    width=args.width,
+    height=args.height,
+    bit_depth=args.bit_depth,
+    fps=args.fps,
+    threads=args.threads,
+    seed=args.seed,
+    bootstrap=args.bootstrap,
+    segments=args.segments,
+    segment_stride=args.segment_stride,
+    pool=args.pool,
+    keep_bit_depth=not args.decode_8bit,
+  )
+  run = {
+    "version": internvqa_jax.__version__,
+    "models": [
+      {
+        "name": s.name,
+        "dir": os.path.abspath(s.model_dir),
+        "protocol": s.view,
+        "num_views": s.num_views,
+        "calibration": None if s.calibration is None else s.calibration["params"],
+      }
+      for s in scorers
+    ],
+    **opts.run_settings(),
+  }
+  scales = {s.name: calibration_lib.describe_scale(s.calibration) for s in scorers}
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   try:
-    rows, skipped = score_with(
+    table = score_table.Table(args.out, score_table.COLUMNS, run, scales, args.resume)
+    seg_table = None
+    if args.segments is not None:
+      seg_table = score_table.Table(
+        outs["segments"], score_table.SEGMENT_COLUMNS, run, scales, args.resume
+      )
+      seg_table.keep_only(table.done)  # Drops windows of a video a kill cut short.
+      os.makedirs(outs["curves"], exist_ok=True)
+  except (score_table.ResumeError, OSError) as e:
+    return _error(str(e), 2)
+  if table.cut_partial:
+    print(f"{args.out}: dropped a partial last line (interrupted write)", file=sys.stderr)
+  todo = [f for f in files if not table.is_done(f, names)]
+  if len(todo) < len(files):
+    print(f"resuming: {len(files) - len(todo)} of {len(files)} videos already in {args.out}")
+  skip_log = score_table.SkipLog(outs["skipped"], args.resume) if args.skip_bad else None
+
+  def on_video(result):
+    if seg_table is not None:
+      seg_table.write(result["segments"])
+      curves = {}
+      for r in result["segments"]:
+        curves.setdefault(r["model"], []).append((r["start"], r["end"], r["score"], r["score_std"]))
+      segments_lib.plot_curve(curve_path(outs["curves"], result["path"]), result["path"], curves)
+    table.write(result["rows"])
+    print(format_row(result, names, width), flush=True)
+
+  width = max(len("video"), *(len(f) for f in todo)) if todo else len("video")
+  print(f"{'video':<{width}}  " + "  ".join(f"{n[-30:]:>30}" for n in names) + f"  {'seconds':>8}")
+  t0 = time.perf_counter()
+  try:
+    results, skipped = score_with(
       scorers,
-      files,
-      width=args.width,
-      height=args.height,
-      bit_depth=args.bit_depth,
+      todo,
+      options=opts,
       skip_bad=args.skip_bad,
-      seed=args.seed,
-      threads=args.threads,
-      on_video=lambda r: print(format_row(r, names, width), flush=True),
+      on_video=on_video,
+      on_skip=None if skip_log is None else skip_log.write,
     )
   except ScoreError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  write_csv(args.out, rows, names)
-  print(f"wrote {len(rows)} scores to {args.out}", file=sys.stderr)
-  if args.skip_bad:  # Always written (empty if none), so no stale list survives.
-    bad_path = f"{args.out}.skipped.txt"
-    write_skipped(bad_path, skipped)
+    return _error(str(e), 1)
+  finally:
+    table.close()
+    if seg_table is not None:
+      seg_table.close()
+    if skip_log is not None:
+      skip_log.close()
+  elapsed = time.perf_counter() - t0
+  print(
+    f"wrote {len(results)} video(s) to {args.out} in {elapsed:.1f} s"
+    + (f" ({len(results) / elapsed:.3f} videos/s)" if results and elapsed > 0 else ""),
+    file=sys.stderr,
+  )
+  if skip_log is not None:
     print(
-      f"skipped {len(skipped)} video(s) that failed to decode; listed with reasons in {bad_path}",
+      f"skipped {len(skipped)} video(s) that failed; listed with reasons in {outs['skipped']}",
       file=sys.stderr,
     )
-  if not rows:
-    print("error: no video could be scored", file=sys.stderr)
-    return 1
+  if todo and not results:
+    return _error("no video could be scored", 1)
   return 0
 
 

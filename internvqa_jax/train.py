@@ -21,6 +21,7 @@ restore, loop, final evaluation and export.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
 import os
@@ -36,6 +37,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from internvqa_jax import (
+  calibration,
   checkpointing,
   cli_errors,
   data_setup,
@@ -294,15 +296,18 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
   if dropped:
     log(f"metrics.jsonl: dropped {dropped} row(s) logged after step {first_step} (logged again)")
 
+  eval_preds = {}  # role -> per-video predictions of the latest evaluation
+
   def run_eval(step):
     results = {}
     for role, part in parts.items():
       fn = lambda b, role=role: predict[role](state[role]["params"], frozen[role], b)
-      results[role] = evaluate.evaluate_model(
+      eval_preds[role] = evaluate.collect_predictions(
         fn,
         data.eval_batches(part.batch_key),
         lambda b, key=part.batch_key: data.global_batch(b, mesh, keys=[key]),
       )
+      results[role] = evaluate.metrics_of(eval_preds[role])
     writer.write(step, {f"eval/{role}/{k}": v for role, m in results.items() for k, v in m.items()})
     log(
       evaluate.format_table(
@@ -389,6 +394,11 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
     # The deliverable: each trained model as a converted-model directory that
     # internvqa_jax.models.load() (and the PyTorch exporters) read.
     params = sharding_to_host(tree_paths.merge_trees(state[role]["params"], frozen[role]))
+    if is_main:
+      write_eval_predictions(
+        os.path.join(workdir, f"eval_predictions_{role}.csv"), eval_preds[role], data.eval_records
+      )
+    cal = fit_calibration(eval_preds[role], data.eval_records, config.data, log)
     ckpt_lib.save_params(
       os.path.join(workdir, "export", role),
       params,
@@ -398,8 +408,9 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
         "trained_by": "internvqa_jax.train",
         "step": int(step),
         "eval": results[role],
-        "eval_view": data.views[part.batch_key],
-      },  # The test protocol `internvqa_jax.score` reuses.
+        "eval_view": data.views[part.batch_key],  # The test protocol `internvqa_jax.score` reuses.
+        "calibration": cal,  # Raw score -> label units, for `score`'s mos column.
+      },
       overwrite=True,
       log=log,
     )
@@ -408,6 +419,38 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
       json.dump(results, f, indent=2)
   writer.close()
   return results
+
+
+def write_eval_predictions(path: str, preds, records) -> None:
+  """Per-video predictions of the final evaluation: video_id, path, target, label, prediction."""
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["video_id", "path", "target", "label", "prediction"])
+    for i, t, lab, p in zip(preds["index"], preds["target"], preds["label"], preds["score"]):
+      r = records[int(i)]
+      w.writerow(
+        [r.get("video_id", ""), r.get("path", ""), repr(float(t)), repr(float(lab)), repr(float(p))]
+      )
+
+
+def fit_calibration(preds, records, dcfg, log) -> dict | None:
+  """The 4-parameter logistic from predictions to raw labels on the eval split, or None (logged)
+  when the split mixes MOS and DMOS or the fit fails."""
+  kinds = {str(records[int(i)].get("score_kind", "mos")).lower() for i in preds["index"]}
+  if len(kinds) != 1:
+    log(f"no calibration: the eval split mixes label kinds {sorted(kinds)}")
+    return None
+  try:
+    return calibration.fit(
+      preds["score"],
+      preds["target"],
+      kinds.pop(),
+      fit_split=f"{dcfg.get('split', '')} eval",
+      dataset=str(dcfg.get("dataset", "")),
+    )
+  except calibration.CalibrationError as e:
+    log(f"no calibration: {e}")
+    return None
 
 
 def sharding_to_host(tree):

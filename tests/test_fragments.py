@@ -355,9 +355,11 @@ def test_errors():
   s = fr.FragmentSampler("faster_vqa")
   with pytest.raises(ValueError, match="num_video_frames must be a positive int"):
     s(lambda i: video[i], 0, rng, True)
-  with pytest.raises(ValueError, match=r"uint8 \(N, H, W, 3\), got float32"):
-    s(lambda i: video[i].astype(np.float32), 40, rng, True)
-  with pytest.raises(ValueError, match=r"uint8 \(N, H, W, 3\), got uint8 \(\d+, 240, 240\)"):
+  with pytest.raises(ValueError, match=r"uint8 or float32 \(N, H, W, 3\), got float64"):
+    s(lambda i: video[i].astype(np.float64), 40, rng, True)
+  with pytest.raises(
+    ValueError, match=r"uint8 or float32 \(N, H, W, 3\), got uint8 \(\d+, 240, 240\)"
+  ):
     s(lambda i: video[i][..., 0], 40, rng, True)
   with pytest.raises(ValueError, match="returned 1 frames"):
     s(lambda i: video[:1], 40, rng, True)

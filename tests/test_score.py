@@ -5,13 +5,14 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
 import videos  # tests/videos.py
 
-from internvqa_jax import metrics, models, report, score
+from internvqa_jax import metrics, models, report, score, score_table
 from internvqa_jax.data import fragments, probe, read_frames
 from internvqa_jax.data.recipes import InternVideo2Recipe
 from internvqa_jax.models import checkpoint, fastvqa, internvideo2
@@ -135,18 +136,28 @@ def test_fastvqa_scores_equal_direct_apply(env):
 
 
 def test_fastvqa_variant_choice():
-  assert score.guess_fragments_variant((32, 224, 224)) == "fast_vqa_b"
-  assert score.guess_fragments_variant([16, 128, 128]) == "fast_vqa_m"
-  assert score.guess_fragments_variant((32, 160, 160)) == "faster_vqa_ms"
-  with pytest.raises(ValueError, match=r"\(8, 48, 48\).*--fragments-variant"):
-    score.guess_fragments_variant((8, 48, 48))
+  meta = {"family": "fastvqa"}
+  variant = lambda size, **kw: score.default_view(meta, SimpleNamespace(base_x_size=size), **kw)
+  assert variant((32, 224, 224)) == {"recipe": "fastvqa", "variant": "fast_vqa_b"}
+  assert variant([16, 128, 128])["variant"] == "fast_vqa_m"
+  assert variant((32, 160, 160))["variant"] == "faster_vqa_ms"
+  # An explicit variant wins over the guess (FasterVQA shares FAST-VQA-B's input size).
+  assert variant((32, 224, 224), fragments_variant="faster_vqa")["variant"] == "faster_vqa"
+  with pytest.raises(ValueError, match=r"\(8, 48, 48\)"):
+    variant((8, 48, 48))
 
 
 def test_fastvqa_unknown_size_needs_variant(env):
   with pytest.raises(ValueError, match="--fragments-variant"):
     score.load_scorer(env["fv_dir"], warmup=False)
   with pytest.raises(ValueError, match="crops"):
-    score.load_scorer(env["fv_dir"], crops=2, warmup=False)
+    score.load_scorer(
+      env["fv_dir"],
+      fragments_variant="fast_vqa_b",
+      fragment_overrides=FRAG,
+      crops=2,
+      warmup=False,
+    )
 
 
 def test_directory_expansion(env):
@@ -298,17 +309,21 @@ def test_command_lines(env, tmp_path):
   res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
   assert res.returncode == 0, res.stderr
   assert "zz_bad.mp4" not in res.stdout and "skipped 1 video" in res.stderr
-  skipped = (tmp_path / "scores.csv.skipped.txt").read_text()
-  assert skipped.startswith(str(vdir / "zz_bad.mp4") + "\t")
-  with open(out) as f:
-    rows = list(csv.DictReader(f))
-  assert [r["path"] for r in rows] == [str(vdir / f"v{i}.mp4") for i in range(3)]
-  lib, _ = score.score_with([env["iv2_scorer"], env["fv_scorer"]], [r["path"] for r in rows])
-  for col, name in (("score_iv2", "iv2"), ("score_fv", "fv")):
+  skipped = score_table.read_skipped(str(tmp_path / "scores.csv.skipped.jsonl"))
+  assert [s["path"] for s in skipped] == [str(vdir / "zz_bad.mp4")] and skipped[0]["reason"]
+  rows = score_table.read_rows(str(out))
+  paths = [str(vdir / f"v{i}.mp4") for i in range(3)]
+  assert [(r["path"], r["model"]) for r in rows] == [(p, m) for p in paths for m in ("iv2", "fv")]
+  lib, _ = score.score_with([env["iv2_scorer"], env["fv_scorer"]], paths)
+  for name in ("iv2", "fv"):
     np.testing.assert_allclose(
-      [float(r[col]) for r in rows], [r["scores"][name] for r in lib], rtol=1e-6
+      [float(r["score"]) for r in rows if r["model"] == name],
+      [r["scores"][name] for r in lib],
+      rtol=1e-6,
     )
-  assert {r["num_views_iv2"] for r in rows} == {"12"} and {r["num_views_fv"] for r in rows} == {"4"}
+  assert {r["num_views"] for r in rows if r["model"] == "iv2"} == {"12"}
+  assert {r["num_views"] for r in rows if r["model"] == "fv"} == {"4"}
+  assert {r["bit_depth"] for r in rows} == {"8"} and {r["mos"] for r in rows} == {""}
 
   # Without --skip-bad the bad file stops the run, named.
   res = subprocess.run(

@@ -199,7 +199,7 @@ def test_resume_equals_straight_run(data_dir, tmp_path):
   from internvqa_jax import score
 
   scorer = score.load_scorer(os.path.join(split, "export", "model"), warmup=False)
-  assert scorer.num_views == 1 and "resize_short=native" in scorer.protocol, scorer.protocol
+  assert scorer.num_views == 1 and scorer.view["resize_short"] is None, scorer.protocol
 
 
 def test_two_processes_match_one_process(data_dir, tmp_path):

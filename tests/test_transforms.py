@@ -173,5 +173,5 @@ def test_recipe_rejects_bad_settings_and_decoder_output():
   with pytest.raises(ValueError, match="smaller than crop_size"):
     R.InternVideo2Recipe(crop_size=224, resize_short=128)
   recipe = R.InternVideo2Recipe(num_frames=2, crop_size=32)
-  with pytest.raises(ValueError, match="uint8"):
-    recipe.eval(lambda idx: np.zeros((len(idx), 48, 64, 3), np.float32), 8)
+  with pytest.raises(ValueError, match="uint8 or float32 .*got float64"):
+    recipe.eval(lambda idx: np.zeros((len(idx), 48, 64, 3), np.float64), 8)

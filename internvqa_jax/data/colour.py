@@ -129,16 +129,26 @@ def _is_yuv_format(pix_fmt: str) -> bool:
 
 
 def frame_to_rgb(
-  frame, *, matrix: str | None = None, full_range: bool | None = None, threads: int = 1
+  frame,
+  *,
+  matrix: str | None = None,
+  full_range: bool | None = None,
+  threads: int = 1,
+  high_precision: bool = False,
 ) -> np.ndarray:
   """av.VideoFrame -> uint8 RGB (H, W, 3) with an explicit matrix and range.
 
   matrix / full_range default to the frame's tags and the rules above.
+  high_precision: convert to float RGB and return float32 on the 0-255 scale, so a source
+  deeper than 8 bits keeps its precision (no rounding to 256 levels). The float output is
+  swscale's planar float format: its 16-bit RGB output (rgb48) with full horizontal chroma
+  interpolation overflows near white (values wrap to 0), so it is not used.
   Raises ValueError for pixel formats that are neither Y'CbCr nor RGB.
   """
+  rgb_format = "gbrpf32le" if high_precision else "rgb24"
   pix_fmt = frame.format.name
   if _is_rgb_format(pix_fmt):
-    return frame.to_ndarray(format="rgb24")
+    return _scaled(frame.to_ndarray(format=rgb_format))
   if not _is_yuv_format(pix_fmt):
     raise ValueError(f"unsupported pixel format {pix_fmt!r} for RGB conversion")
   if matrix is None:
@@ -157,7 +167,7 @@ def frame_to_rgb(
   # rounding. Without ACCURATE_RND swscale biases 10-bit input by ~1 level.
   flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
   out = frame.reformat(
-    format="rgb24",
+    format=rgb_format,
     src_colorspace=sws_cs,
     dst_colorspace=sws_cs,
     src_color_range=rng,
@@ -165,4 +175,11 @@ def frame_to_rgb(
     interpolation=flags,
     threads=threads,
   )
-  return out.to_ndarray()
+  return _scaled(out.to_ndarray())
+
+
+def _scaled(rgb: np.ndarray) -> np.ndarray:
+  """uint8 as is; float RGB in [0, 1] as float32 on the 0-255 scale."""
+  if rgb.dtype == np.uint8:
+    return rgb
+  return np.ascontiguousarray(rgb, np.float32) * np.float32(255.0)

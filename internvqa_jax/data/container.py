@@ -254,7 +254,10 @@ def _plan(targets: np.ndarray, keyframes: np.ndarray) -> list[tuple[int, list[in
 class _Reader:
   """Decodes planned passes from one open container."""
 
-  def __init__(self, container, stream, index: _Index, src: Source, threads: int):
+  def __init__(
+    self, container, stream, index: _Index, src: Source, threads: int, high_precision: bool
+  ):
+    self.high_precision = high_precision
     self.container, self.stream, self.index = container, stream, index
     self.src, self.name = src, source_name(src)
     self.threads = threads
@@ -263,7 +266,9 @@ class _Reader:
 
   def _to_rgb(self, frame, index: int) -> np.ndarray:
     try:
-      return colour.frame_to_rgb(frame, threads=self.sws_threads)
+      return colour.frame_to_rgb(
+        frame, threads=self.sws_threads, high_precision=self.high_precision
+      )
     except ValueError as e:
       raise VideoDecodeError(f"{self.name}: frame {index}: {e}") from e
 
@@ -404,11 +409,13 @@ def read_frames(
   height: int | None = None,
   bit_depth: int | None = None,
   threads: int = 0,
+  keep_bit_depth: bool = False,
 ) -> np.ndarray:
   """Frames `indices` (any order, duplicates allowed) as uint8 (N, H, W, 3) RGB.
 
   width/height/bit_depth, if given, must match the stream. threads: decoder
-  threads (0 = FFmpeg's automatic choice, 1 = none).
+  threads (0 = FFmpeg's automatic choice, 1 = none). keep_bit_depth: float32
+  RGB on the 0-255 scale for streams deeper than 8 bits (decode.read_frames).
   """
   container = _open(src)
   with container:
@@ -417,9 +424,10 @@ def read_frames(
     index = _index_for(container, stream, src)
     idx = check_indices(indices, index.num_frames, src)
     ctx = stream.codec_context
+    high = keep_bit_depth and _bit_depth(ctx.pix_fmt) > 8
     if idx.size == 0:
-      return np.zeros((0, ctx.height, ctx.width, 3), np.uint8)
-    frames = _Reader(container, stream, index, src, threads).read(np.unique(idx))
+      return np.zeros((0, ctx.height, ctx.width, 3), np.float32 if high else np.uint8)
+    frames = _Reader(container, stream, index, src, threads, high).read(np.unique(idx))
   return np.stack([frames[int(i)] for i in idx])
 
 

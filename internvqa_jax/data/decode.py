@@ -47,6 +47,7 @@ def read_frames(
   bit_depth: int | None = None,
   fps: float | None = None,
   threads: int = 0,
+  keep_bit_depth: bool = False,
 ) -> np.ndarray:
   """Frames `indices` (any order, duplicates allowed) as uint8 (N, H, W, 3) RGB.
 
@@ -54,13 +55,28 @@ def read_frames(
   width/height/bit_depth/fps: raw YUV geometry (override the file name). For
     containers, width/height/bit_depth, if given, must match the stream.
   threads: decoder threads for containers (0 = FFmpeg's automatic choice, 1 = none).
+  keep_bit_depth: a source deeper than 8 bits comes back as float32 RGB on
+    the 0-255 scale instead of being rounded to uint8; 8-bit sources are uint8
+    either way.
   Raises IndexError for out-of-range indices, VideoDecodeError for
   unsupported, corrupt or truncated input.
   """
   if is_raw_yuv(src):
     return yuv.read_yuv_frames(
-      src, indices, width=width, height=height, bit_depth=bit_depth, fps=fps
+      src,
+      indices,
+      width=width,
+      height=height,
+      bit_depth=bit_depth,
+      fps=fps,
+      keep_bit_depth=keep_bit_depth,
     )
   return container.read_frames(
-    src, indices, width=width, height=height, bit_depth=bit_depth, threads=threads
+    src,
+    indices,
+    width=width,
+    height=height,
+    bit_depth=bit_depth,
+    threads=threads,
+    keep_bit_depth=keep_bit_depth,
   )

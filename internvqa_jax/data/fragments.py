@@ -319,7 +319,7 @@ def upsample_small_frames(
   c0, c1, ww0, ww1 = (a[:keep_w] for a in _linear_taps(w, out_w, scale))
   rows = np.unique(np.concatenate([h0, h1]))  # input rows that are read
   pos = np.searchsorted(rows, np.arange(h))  # input row -> position in rows
-  out = np.empty((frames.shape[0], keep_h, keep_w, 3), np.uint8)
+  out = np.empty((frames.shape[0], keep_h, keep_w, 3), frames.dtype)
   for start in range(0, frames.shape[0], _UPSAMPLE_CHUNK):  # bounds memory
     x = frames[start : start + _UPSAMPLE_CHUNK, rows].astype(np.float32)
     x = x / np.float32(255.0)
@@ -327,7 +327,8 @@ def upsample_small_frames(
     # torch's CPU kernel: fma(t0, w0, t1 * w1).
     xw = _fma32(x[:, :, c0], ww0[None, None, :, None], x[:, :, c1] * ww1[None, None, :, None])
     y = _fma32(xw[:, pos[h0]], wh0[None, :, None, None], xw[:, pos[h1]] * wh1[None, :, None, None])
-    out[start : start + _UPSAMPLE_CHUNK] = (y * np.float32(255.0)).astype(np.uint8)
+    # uint8 input: truncated like the reference; float32 (> 8-bit sources) keeps its precision.
+    out[start : start + _UPSAMPLE_CHUNK] = (y * np.float32(255.0)).astype(frames.dtype)
   return out, ratio
 
 
@@ -424,9 +425,10 @@ def grid_mini_patch_sampling(
 def _check_frames(frames, what: str):
   if not isinstance(frames, np.ndarray):
     raise TypeError(f"{what}: frames must be a numpy array, got {type(frames).__name__}")
-  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+  # float32 frames on the 0-255 scale carry sources deeper than 8 bits.
+  if frames.dtype not in (np.uint8, np.float32) or frames.ndim != 4 or frames.shape[-1] != 3:
     raise ValueError(
-      f"{what}: frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}"
+      f"{what}: frames must be uint8 or float32 (N, H, W, 3), got {frames.dtype} {frames.shape}"
     )
 
 

@@ -26,7 +26,8 @@ _GEOMETRY_FIELDS = ("width", "height", "bit_depth", "fps")
 
 
 class FrameCache:
-  """read_frames(indices) -> uint8 (len(indices), H, W, 3) of one video."""
+  """read_frames(indices) -> uint8 (len(indices), H, W, 3) of one video (float32 on the same
+  scale when the reader keeps a deeper bit depth)."""
 
   def __init__(
     self,
@@ -55,7 +56,12 @@ class FrameCache:
     missing = np.unique([i for i in idx.tolist() if i not in self._cache]).astype(np.int64)
     if missing.size:
       frames = np.asarray(self._read_fn(self.source, missing, **self._read_kwargs))
-      if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != missing.size:
+      # float32 (0-255 scale) carries sources deeper than 8 bits (decode keep_bit_depth).
+      if (
+        frames.dtype not in (np.uint8, np.float32)
+        or frames.ndim != 4
+        or frames.shape[0] != missing.size
+      ):
         raise ValueError(
           f"decoder returned {frames.dtype} {frames.shape} for {missing.size} frames of {self.name}"
         )

@@ -23,6 +23,10 @@ Config `cfg` (a mapping or ml_collections.ConfigDict; every field optional):
     recipe 'fastvqa': variant ('fast_vqa_b', 'faster_vqa', ...), overrides
       ({}), passed to `fragments.FragmentSampler(variant, **overrides)`; one
       clip per training sample, the variant's num_clips_test clips in eval.
+      Test sampling defaults to recipes.DEFAULT_TEST_SAMPLING ('center':
+      centred temporal and spatial offsets, the same examples on every run);
+      the reference's random test draws are overrides={'test_sampling':
+      'random'} (seeded per video and view, see Determinism).
   labels: label transform config, see `labels.make_label_transform`.
   shuffle (True), num_epochs (None = repeat forever).
   worker_count (0 = decode in the main process), worker_buffer_size (2).

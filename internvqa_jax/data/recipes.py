@@ -9,7 +9,8 @@ internvqa_jax.models). It has:
       the E evaluation examples of one video (their scores are averaged);
   num_eval_examples: E.
 
-`read_frames(indices)` returns uint8 frames (len(indices), H, W, 3). Recipes
+`read_frames(indices)` returns uint8 frames (len(indices), H, W, 3), or float32
+on the same 0-255 scale for sources deeper than 8 bits. Recipes
 are plain NumPy and picklable, so Grain worker processes run them without JAX.
 """
 
@@ -22,6 +23,11 @@ from typing import Any
 import numpy as np
 
 from internvqa_jax.data import fragments, transforms
+
+# FAST-VQA test sampling unless a view sets its own: deterministic, so that training-time
+# evaluation and `internvqa_jax.score` give the same numbers on every run. The reference's random
+# test draws are overrides={"test_sampling": "random"} (seeded per video and example).
+DEFAULT_TEST_SAMPLING = "center"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +62,10 @@ class InternVideo2Recipe:
   @property
   def num_eval_examples(self) -> int:
     return self.test_clips * self.test_crops
+
+  def settings(self) -> dict[str, Any]:
+    """The view config that rebuilds this recipe, defaults filled in."""
+    return {"recipe": "internvideo2", **dataclasses.asdict(self)}
 
   def train(
     self, read_frames: transforms.FrameReader, num_video_frames: int, rng: np.random.Generator
@@ -125,7 +135,7 @@ class FragmentRecipe:
 
   def __init__(self, variant: str, overrides: Mapping[str, Any] | None = None):
     self.variant = variant
-    self.overrides = dict(overrides or {})
+    self.overrides = {"test_sampling": DEFAULT_TEST_SAMPLING, **(overrides or {})}
     self.sampler = fragments.FragmentSampler(variant, **self.overrides)
     if self.sampler.num_clips(True) != 1:
       raise ValueError(
@@ -137,6 +147,10 @@ class FragmentRecipe:
   def num_eval_examples(self) -> int:
     """Test clips per video (each becomes its own eval example)."""
     return self.sampler.num_clips(False)
+
+  def settings(self) -> dict[str, Any]:
+    """The view config that rebuilds this recipe, defaults filled in."""
+    return {"recipe": "fastvqa", "variant": self.variant, "overrides": dict(self.overrides)}
 
   def train(self, read_frames, num_video_frames, rng):
     clips = np.asarray(self.sampler(read_frames, num_video_frames, rng, True), np.float32)

@@ -219,9 +219,15 @@ def test_crop_boxes(
 
 
 def check_frames(frames: np.ndarray, n: int) -> np.ndarray:
+  """uint8 frames, or float32 on the same 0-255 scale (sources deeper than 8 bits)."""
   frames = np.asarray(frames)
-  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != n or frames.shape[-1] != 3:
+  if (
+    frames.dtype not in (np.uint8, np.float32)
+    or frames.ndim != 4
+    or frames.shape[0] != n
+    or frames.shape[-1] != 3
+  ):
     raise ValueError(
-      f"read_frames must return uint8 ({n}, H, W, 3), got {frames.dtype} {frames.shape}"
+      f"read_frames must return uint8 or float32 ({n}, H, W, 3), got {frames.dtype} {frames.shape}"
     )
   return frames

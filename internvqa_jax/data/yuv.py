@@ -151,9 +151,19 @@ def probe_yuv(path, *, width=None, height=None, bit_depth=None, fps=None) -> Vid
 
 
 def read_yuv_frames(
-  path, indices: Sequence[int] | np.ndarray, *, width=None, height=None, bit_depth=None, fps=None
+  path,
+  indices: Sequence[int] | np.ndarray,
+  *,
+  width=None,
+  height=None,
+  bit_depth=None,
+  fps=None,
+  keep_bit_depth: bool = False,
 ) -> np.ndarray:
-  """uint8 RGB (N, H, W, 3); BT.709 if height >= 720 else BT.601, limited."""
+  """uint8 RGB (N, H, W, 3); BT.709 if height >= 720 else BT.601, limited.
+
+  keep_bit_depth: float32 RGB on the 0-255 scale for bit depths above 8 (see decode.read_frames).
+  """
   name = os.fspath(path)
   geo = yuv_geometry(path, width=width, height=height, bit_depth=bit_depth, fps=fps)
   frames = _memmap(path, geo)
@@ -164,7 +174,8 @@ def read_yuv_frames(
     _check_chroma(frames[int(idx[0])], geo, name)
   matrix = colour.choose_matrix(geo.height)
   w, h = geo.width, geo.height
-  out = np.empty((idx.size, h, w, 3), np.uint8)
+  high = keep_bit_depth and geo.bit_depth > 8
+  out = np.empty((idx.size, h, w, 3), np.float32 if high else np.uint8)
   cache: dict[int, int] = {}
   for n, i in enumerate(idx.tolist()):
     if i in cache:  # duplicate index: copy the converted frame
@@ -181,7 +192,7 @@ def read_yuv_frames(
       frame = av.VideoFrame.from_ndarray(samples, format="yuv420p10le")
     else:
       frame = _frame_from_planes(samples, geo)
-    out[n] = colour.frame_to_rgb(frame, matrix=matrix, full_range=False)
+    out[n] = colour.frame_to_rgb(frame, matrix=matrix, full_range=False, high_precision=high)
     cache[i] = n
   return out
 
