@@ -91,15 +91,15 @@ def main(argv=None) -> int:
   print(f"{len(paths)} videos ready in {time.perf_counter() - t:.0f} s ({root})", flush=True)
 
   model = fastvqa.make("fast_vqa_b")
-  tm = ref.randomize_(ref.FastVQARef.from_model_kwargs(model.model_kwargs()).eval(), seed=0)
+  tm = ref.randomize_(ref.FastVQARef.from_model_kwargs(fastvqa.model_kwargs(model)).eval(), seed=0)
   params = conv.torch_state_dict_to_params(
-    {k: v.numpy() for k, v in tm.state_dict().items()}, model.model_kwargs()
+    {k: v.numpy() for k, v in tm.state_dict().items()}, fastvqa.model_kwargs(model)
   )
   model_dir = os.path.join(root, "fast_vqa_b")
   checkpoint.save_params(
     model_dir,
     params,
-    {"family": "fastvqa", "model_kwargs": model.model_kwargs(), "variant": "fast_vqa_b"},
+    {"family": "fastvqa", "model_kwargs": fastvqa.model_kwargs(model), "variant": "fast_vqa_b"},
     overwrite=True,
   )
   scorer = score.load_scorer(model_dir, batch_size=a.batch)  # compiles (excluded from timing)
