@@ -48,7 +48,7 @@ import numpy as np
 
 import internvqa_jax
 from internvqa_jax import calibration as calibration_lib
-from internvqa_jax import cli_errors, models, score_table, view_stats
+from internvqa_jax import cli_errors, html_report, models, quality_maps, score_table, view_stats
 from internvqa_jax import segments as segments_lib
 from internvqa_jax.data import decode, frames, pipeline
 from internvqa_jax.data.video_types import is_raw_yuv
@@ -160,6 +160,7 @@ class ModelScorer:
   predict: Callable[[np.ndarray], np.ndarray]
   view_shape: tuple[int, ...]
   calibration: dict | None = None
+  map_maker: Any = None  # quality_maps.MapMaker when maps were asked for (load_scorer(maps=True)).
 
   @property
   def protocol(self) -> str:
@@ -291,6 +292,7 @@ def load_scorer(
   fragment_overrides: Mapping[str, Any] | None = None,
   test_sampling: str | None = None,
   warmup: bool = True,
+  maps: bool = False,
 ) -> ModelScorer:
   """Loads `model_dir` and builds its test protocol (see the module docstring).
 
@@ -299,6 +301,7 @@ def load_scorer(
     native-resolution crops.
   batch_size: views per jitted call (default: all views of one video).
   fragments_variant / fragment_overrides / test_sampling: FAST-VQA view overrides.
+  maps: also build the model's `quality_maps.MapMaker` (for write_video_maps).
   """
   model_dir = os.path.normpath(os.fspath(model_dir))
   meta = checkpoint.read_meta(model_dir)
@@ -330,8 +333,12 @@ def load_scorer(
   bs = num_views if batch_size is None else int(batch_size)
   if bs < 1:
     raise ValueError(f"batch_size must be >= 1, got {bs}")
+  name = name or os.path.basename(model_dir)
+  map_maker = None
+  if maps:
+    map_maker = quality_maps.MapMaker(module, params, recipe, name=name, batch_size=bs)
   scorer = ModelScorer(
-    name=name or os.path.basename(model_dir),
+    name=name,
     model_dir=model_dir,
     family=meta["family"],
     view=recipe.settings(),
@@ -341,6 +348,7 @@ def load_scorer(
     predict=_make_predict(module, params),
     view_shape=_view_shape(recipe),
     calibration=cal,
+    map_maker=map_maker,
   )
   if warmup:  # Compile now, so per-video timings are steady-state.
     scorer.predict(np.zeros((bs,) + scorer.view_shape, np.float32))
@@ -562,6 +570,33 @@ def score_with(
   finally:
     stop.set()
   return results, skipped
+
+
+def write_video_maps(
+  maps_dir: str, scorers: Sequence[ModelScorer], result: Mapping[str, Any], opts: ScoringOptions
+) -> dict[str, list[str]]:
+  """Quality-map overlays of one scored video (a score_with result), per model: {model: PNG
+  paths}. Decodes the sampled frames again. The maps are of the model's test views of the
+  whole video (same seed): the scored views, except with segments, whose scores come from
+  each window's own views."""
+  path = result["path"]
+  geometry = dict(width=opts.width, height=opts.height, bit_depth=opts.bit_depth, fps=opts.fps)
+  _, read_kw = _read_options(path, geometry, opts.threads, opts.keep_bit_depth)
+  reader = frames.FrameCache(path, result["num_frames"], read_kwargs=read_kw)
+  out = {}
+  for s in scorers:
+    if s.map_maker is None:
+      raise ValueError(f"{s.name}: no map maker; load the scorer with maps=True")
+    out[s.name] = quality_maps.write_maps(
+      maps_dir,
+      s.map_maker,
+      path,
+      reader,
+      result["num_frames"],
+      rng=np.random.default_rng(opts.seed),
+      fps=result["fps"],
+    )
+  return out
 
 
 _LOAD_KEYS = (
@@ -840,6 +875,18 @@ def build_parser() -> argparse.ArgumentParser:
     "<out>.skipped.jsonl (default: stop with an error)",
   )
   p.add_argument("--threads", type=int, default=0, help="decoder threads (0 = automatic)")
+  p.add_argument(
+    "--maps",
+    metavar="DIR",
+    help="write spatial quality maps to DIR: PNG overlays on sampled frames and the raw maps "
+    "(.npz) per video and model (docs/quality_maps.md)",
+  )
+  p.add_argument(
+    "--html",
+    metavar="DIR",
+    help="write DIR/index.html, a self-contained page of this run's videos: scores, intervals, "
+    "mos, quality-over-time curves and maps",
+  )
   cli_errors.add_verbose_argument(p)
   return p
 
@@ -866,6 +913,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
   except (FileNotFoundError, ValueError) as e:
     return _error(str(e), 2)
   outs = check_outputs(args.out, files, args.model)  # cli_errors: exit 1 or 2, one line
+  for flag, d in (("--maps", args.maps), ("--html", args.html)):
+    if d is not None and os.path.exists(d) and not os.path.isdir(d):
+      return _error(f"{flag} {d}: exists and is not a directory", 2)
   names = _unique_names(args.model)
   try:
     recipes = [view_recipe(d) for d in args.model]
@@ -894,6 +944,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         name=name,
         clips=args.clips,
         batch_size=args.batch_size,
+        maps=args.maps is not None,
         **(iv2_opts if recipe == "internvideo2" else fvqa_opts),
       )
     except (FileNotFoundError, ValueError, TypeError) as e:
@@ -952,6 +1003,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     print(f"resuming: {len(files) - len(todo)} of {len(files)} videos already in {args.out}")
   skip_log = score_table.SkipLog(outs["skipped"], args.resume) if args.skip_bad else None
 
+  report_rows = []  # Rows of this run for --html (report_rows format).
+
   def on_video(result):
     if seg_table is not None:
       seg_table.write(result["segments"])
@@ -959,7 +1012,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
       for r in result["segments"]:
         curves.setdefault(r["model"], []).append((r["start"], r["end"], r["score"], r["score_std"]))
       segments_lib.plot_curve(curve_path(outs["curves"], result["path"]), result["path"], curves)
+    maps = write_video_maps(args.maps, scorers, result, opts) if args.maps else {}
     table.write(result["rows"])
+    if args.html:
+      for row in result["rows"]:
+        extra = {"maps": maps.get(row["model"], [])}
+        if seg_table is not None:
+          extra["curve_png"] = curve_path(outs["curves"], result["path"])
+        report_rows.append({**row, **extra})
     print(format_row(result, names, width), flush=True)
 
   width = max(len("video"), *(len(f) for f in todo)) if todo else len("video")
@@ -993,6 +1053,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
       f"skipped {len(skipped)} video(s) that failed; listed with reasons in {outs['skipped']}",
       file=sys.stderr,
     )
+  if args.html and report_rows:
+    notes = [f"model {s.name}: {s.protocol}; {scales[s.name]}" for s in scorers]
+    notes.append(
+      f"scores: {os.path.abspath(args.out)}; seed {opts.seed}, bootstrap {opts.bootstrap}"
+    )
+    page = html_report.write_html(
+      args.html, report_rows, title=f"Video quality: {os.path.basename(args.out)}", notes=notes
+    )
+    print(f"wrote the report {page}", file=sys.stderr)
   if todo and not results:
     return _error("no video could be scored", 1)
   return 0
