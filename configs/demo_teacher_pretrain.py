@@ -11,7 +11,16 @@ the package; or alone:
   python -m internvqa_jax.train --config configs/demo_teacher_pretrain.py --workdir /tmp/pretrain
 """
 
-from configs import common, demo
+import importlib.util
+import os
+
+# configs/ is a folder of files loaded by path, not a package: load demo.py from beside this file.
+_spec = importlib.util.spec_from_file_location(
+  "configs_demo", os.path.join(os.path.dirname(__file__), "demo.py")
+)
+demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo)
+common = demo.common
 
 
 def get_config(arg=None):

@@ -13,11 +13,11 @@ in docs/demo.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
 
-from configs import demo_teacher_pretrain
 from internvqa_jax import demo_assets, train
 
 
@@ -26,7 +26,13 @@ def main(argv=None):
   parser.add_argument("--workdir", required=True, help="where the pretraining run writes")
   parser.add_argument("--arg", default="", help="configs/demo_teacher_pretrain.py argument")
   args = parser.parse_args(argv)
-  config = demo_teacher_pretrain.get_config(args.arg)
+  # configs/ is a folder of files loaded by path (run from the repository root).
+  spec = importlib.util.spec_from_file_location(
+    "configs_demo_teacher_pretrain", os.path.join("configs", "demo_teacher_pretrain.py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(args.arg)
   results = train.train_and_evaluate(config, args.workdir)
   if "stopped_at" in results:
     raise SystemExit(f"pretraining stopped at step {results['stopped_at']}; rerun to resume")
