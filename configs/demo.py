@@ -1,26 +1,26 @@
-r"""End-to-end demo on the embedded synthetic_compressed set, on a laptop CPU.
+r"""End-to-end demo on the embedded synthetic_compressed set, on a laptop CPU, over 3 seeds.
 
-Teacher finetune, then an undistilled student and a distilled student (teacher
-from stage 1, trained jointly with the student as in InternVQA), all tiny
-InternVideo2 models trained from scratch on really-encoded H.264/HEVC/VP9/AV1
-clips of 14 photographs, labelled by a full-reference score (luma detail-to-error
-ratio, mapped to 0-100). Prints PLCC/SRCC on the 120 clips of the two held-out
-photographs (coffee, rocket) and writes WORKDIR/results.json:
-  {"teacher": {...}, "student": {...}, "distilled_student": {...}}
+The paper's recipe at toy scale. The teacher arrives pretrained, as InternVQA's does: a tiny
+InternVideo2 (96-d, 4 blocks) pretrained once, outside the demo, on a proxy task that needs no
+quality label (predict each clip's encoder level, CRF, over 4608 clips of other regions,
+resolutions and levels of the 12 training photographs; internvqa_jax/demo_assets/make_teacher.py),
+shipped with the package. The demo then runs the paper's part, once per seed:
+  teacher    only the teacher's last block and (fresh) head trained on the quality label;
+  student    a smaller model (64-d, 2 blocks) trained from scratch, alone;
+  distill    the tuned teacher (last block and head trainable) and a fresh student trained
+             jointly: quality losses of both plus the feature loss;
+  untrained  the fresh student, evaluated without training (the floor).
+Labels: a full-reference score (luma detail-to-error ratio, mapped to 0-100) of really-encoded
+H.264/HEVC/VP9/AV1 clips. Held out: every clip of 4 photographs (camera, coffee, grass, rocket;
+240 clips). Writes WORKDIR/results.json (per model: metric means over seeds, "std", "per_seed")
+and WORKDIR/results.png, and prints mean ± std per model (internvqa_jax.demo_results).
 
-Run (builds the dataset under $TFDS_DATA_DIR or ~/tensorflow_datasets on first use, ~30 s):
+Run (builds the dataset under $TFDS_DATA_DIR or ~/tensorflow_datasets on first use, ~40 s):
   python -m internvqa_jax.train --config configs/demo.py --workdir /tmp/internvqa_demo
 
-Variants: `configs/demo.py:runlocal` (a few steps, for smoke tests),
-`configs/demo.py:steps=N` (N steps per stage), `configs/demo.py:data=tiny` (2-source test set),
-`configs/demo.py:untrained` (adds an untrained-student row).
-
-Expected (600 steps per stage, batch 32; one run on a shared 2-core CPU at load average 3-5:
-about 6.8 min wall with the dataset build, 12 min of CPU time):
-  held-out SRCC / PLCC: teacher 0.45 / 0.44, student 0.58 / 0.61, distilled student 0.65 / 0.68.
-An untrained student (`:untrained`) gives 0.16 / 0.14. These tiny models see only 14 photographs,
-and 120 held-out clips of 2 photographs make SRCC noisy: with 400 steps per stage the same recipe
-gave 0.50, 0.45 and 0.33.
+Variants: `configs/demo.py:runlocal` (a few steps, for smoke tests), `:steps=N` (student and
+distill steps), `:teacher_steps=N`, `:seeds=N`, `:data=tiny` (2-source test set, split `heldout`).
+Measured numbers and cost: docs/demo.md.
 """
 
 import importlib.util
@@ -39,30 +39,44 @@ TEACHER = dict(embed_dim=96, depth=4, num_heads=4, mlp_hidden=384)
 STUDENT = dict(embed_dim=64, depth=2, num_heads=2, mlp_hidden=256)
 
 
-def _stage(mode, a, steps):
-  c = common.base(mode, total_steps=steps, batch_size=a.batch_size)
-  c.compute_dtype = "float32"  # bf16 matmuls are slow on most CPUs.
-  c.log_every = 25
-  c.ckpt_every = 100
-  c.keep_best = False
+def teacher_dir() -> str:
+  # The pretrained teacher ships inside the package (never fetched).
+  from internvqa_jax import demo_assets
+
+  return demo_assets.TEACHER_DIR
+
+
+def view(a):
   # Native-resolution crops (resizing would blur the artefacts) that cover most of the small
   # frames, so that a crop's quality is close to its clip's label; several test views per video.
-  view = common.internvideo2_view(
+  return common.internvideo2_view(
     num_frames=a.frames,
     crop_size=a.crop,
     resize_short=None,
     test_clips=a.test_clips,
     test_crops=a.test_crops,
   )
+
+
+def stage(mode, a, steps, dataset="synthetic_compressed", split="heldout4"):
+  c = common.base(mode, total_steps=steps, batch_size=a.batch_size)
+  c.compute_dtype = "float32"  # bf16 matmuls are slow on most CPUs.
+  c.log_every = 50
+  c.ckpt_every = 0  # Short stages: one checkpoint at the end.
+  c.keep_best = False
   c.data = common.data(
-    "synthetic", {"video": view}, build=True, workers=a.workers, eval_batch_size=16
+    "synthetic", {"video": view(a)}, build=True, workers=a.workers, eval_batch_size=48
   )
-  c.data.dataset = "synthetic_compressed" + ("" if a.data == "default" else "/" + a.data)
-  c.data.split = "heldout"
+  # Each clip is decoded once per process and kept (small clips; all stages and seeds share it).
+  c.data.pipeline.decoded_cache_mb = 2048
+  c.data.dataset = dataset
+  c.data.split = split
+  if a.get("data", "default") != "default":
+    c.data.dataset, c.data.split = f"{dataset}/{a.data}", "heldout"
   return c
 
 
-def _model(dims, a, **kw):
+def model(dims, a, **kw):
   # Trained from scratch: the released models' layer scale (1e-5) and head scale (0.001) suit
   # finetuning a pretrained trunk; from scratch they keep the blocks and head near-silent for
   # hundreds of steps, so both start at 1 here.
@@ -79,9 +93,9 @@ def _model(dims, a, **kw):
   )
 
 
-def _optim(a, lr):
+def optimizer(a, lr, steps):
   return common.adamw(
-    lr, warmup_steps=max(1, a.steps // 10), min_lr=lr / 100, warmup_lr=0.0, clip_grad_norm=1.0
+    lr, warmup_steps=max(1, steps // 10), min_lr=lr / 100, warmup_lr=0.0, clip_grad_norm=1.0
   )
 
 
@@ -89,37 +103,43 @@ def get_config(arg=None):
   a = common.parse_arg(
     arg,
     runlocal=False,
-    steps=600,
+    seeds=3,
+    steps=400,
+    teacher_steps=200,
     batch_size=32,
     frames=2,
     crop=48,
     patch=8,
     test_clips=4,
     test_crops=3,
-    workers=2,
+    workers=0,
     data="default",
     lr=1e-3,
-    untrained=False,
+    teacher_lr=1e-3,
+    teacher_init="",
   )
   if a.runlocal:
-    a.steps, a.batch_size, a.workers = 4, 4, 0
+    a.steps, a.teacher_steps, a.batch_size, a.seeds = 4, 4, 4, 1
   c = mlc.ConfigDict()
-  c.stages = ["teacher", "student", "distill"] + (["untrained"] if a.untrained else [])
-  teacher = _stage("finetune", a, a.steps)
-  teacher.model = _model(TEACHER, a)
-  teacher.optim = _optim(a, a.lr)
-  student = _stage("finetune", a, a.steps)
-  student.model = _model(STUDENT, a)
-  student.optim = _optim(a, a.lr)
-  distill = _stage("distill", a, a.steps)
-  # The finetuned teacher of stage 1; the student starts from the same fresh init as stage 2.
-  distill.teacher = _model(TEACHER, a, init="stage:teacher/model", trainable="paper")
-  distill.student = _model(STUDENT, a)
-  distill.optim = _optim(a, a.lr)
-  distill.teacher_optim = _optim(a, a.lr / 10)
+  c.seeds = list(range(a.seeds))
+  c.stages = ["teacher", "student", "distill", "untrained"]
+  init = a.teacher_init or teacher_dir()
+  teacher = stage("finetune", a, a.teacher_steps)
+  # As in the paper: the pretrained trunk frozen, its last block and a fresh head trained.
+  teacher.model = model(TEACHER, a, init=init, dont_load=["head/.*"], trainable="paper")
+  teacher.optim = optimizer(a, a.teacher_lr, a.teacher_steps)
+  student = stage("finetune", a, a.steps)
+  student.model = model(STUDENT, a)
+  student.optim = optimizer(a, a.lr, a.steps)
+  distill = stage("distill", a, a.steps)
+  # The tuned teacher of stage 1; the student starts from the same fresh init as stage 2.
+  distill.teacher = model(TEACHER, a, init="stage:teacher/model", trainable="paper")
+  distill.student = model(STUDENT, a)
+  distill.optim = optimizer(a, a.lr, a.steps)
+  distill.teacher_optim = optimizer(a, a.teacher_lr / 10, a.steps)
   distill.loss = common.distill_loss()
-  untrained = _stage("finetune", a, 0)
-  untrained.model = _model(STUDENT, a)
+  untrained = stage("finetune", a, 0)
+  untrained.model = model(STUDENT, a)
   # Never stepped; a cosine schedule cannot be built over 0 steps.
   untrained.optim = common.adamw(a.lr, warmup_steps=0, schedule="constant")
   c.stage_configs = {
@@ -132,7 +152,7 @@ def get_config(arg=None):
     ["teacher", "teacher", "model"],
     ["student", "student", "model"],
     ["distilled_student", "distill", "student"],
+    ["untrained_student", "untrained", "model"],
   ]
-  if a.untrained:
-    c.report.append(["untrained_student", "untrained", "model"])
+  c.ranking = ["teacher", "distilled_student", "student", "untrained_student"]
   return c

@@ -10,7 +10,8 @@ config matches the saved WORKDIR/config.json (internvqa_jax.saved_config;
 metrics.jsonl is cut back to the restored step. One trainer per workdir
 (internvqa_jax.workdir_lock). SIGTERM saves a checkpoint and exits cleanly
 (code 0). A config with `stages` (configs/demo.py) runs several such trainings
-in sub-directories and writes results.json; SIGTERM stops the whole run, and a
+in sub-directories and writes results.json (with `seeds` too, all of them once per
+seed: internvqa_jax.demo_results); SIGTERM stops the whole run, and a
 rerun skips finished stages and resumes the interrupted one. Errors follow
 internvqa_jax.cli_errors (one line; --verbose for the traceback).
 
@@ -538,7 +539,13 @@ def main(argv):
   maybe_initialize_distributed(config)
   workdir = _WORKDIR.value
   allow = _ALLOW_CONFIG_CHANGE.value
-  if config.get("stages"):
+  if config.get("seeds"):  # Every stage once per seed, then mean ± std (configs/demo.py).
+    from internvqa_jax import demo_results
+
+    demo_results.run_seeds(
+      config, workdir, lambda c, w: run_stages(c, w, allow_config_change=allow)
+    )
+  elif config.get("stages"):
     run_stages(config, workdir, allow_config_change=allow)
   else:
     train_and_evaluate(config, workdir, allow_config_change=allow)

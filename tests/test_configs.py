@@ -43,9 +43,12 @@ def test_every_table_row_has_a_config():
   expected |= {f"internvqa_dist_{s}_{d}" for s in ("small", "base") for d in ("bvihd", "waterloo")}
   expected |= {f"fastvqa_{d}" for d in ("bvihd", "waterloo")}
   expected |= {f"fastvqa_dist_{d}" for d in ("bvihd", "waterloo")}
-  expected |= {"demo"}
+  expected |= {"demo", "demo_teacher_pretrain"}
   assert names == expected
-  assert {f"{row}_{d}" for row in TABLE_I for d in ("bvihd", "waterloo")} == expected - {"demo"}
+  assert {f"{row}_{d}" for row in TABLE_I for d in ("bvihd", "waterloo")} == expected - {
+    "demo",
+    "demo_teacher_pretrain",
+  }
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p))

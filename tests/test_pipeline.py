@@ -429,3 +429,37 @@ def test_raw_yuv_record_gets_its_geometry_from_the_record(tmp_path):
   (ev,) = list(P.make_eval_batches(recs, cfg, batch_size=6, process_index=0, process_count=1))
   assert ev["video"].shape == (6, 4, 32, 32, 3) and ev["mask"].all()
   np.testing.assert_allclose(ev["label"], -0.2, rtol=1e-6)
+
+
+def test_decoded_clip_cache_gives_the_same_batches_and_decodes_each_clip_once():
+  recs = _records(4)
+  plain = _train(recs)
+  reader = CountingReader()
+  cached = _train(recs, {**CFG, "decoded_cache_mb": 7}, reader=reader)
+  for _ in range(6):  # 6 batches of 4 = 6 epochs of 4 videos
+    _assert_batches_equal(next(plain), next(cached))
+  # Each video decoded once, whole (20 frames), however many epochs read it.
+  assert sorted(reader.decoded) == sorted((f"syn://{i}", f) for i in range(4) for f in range(NF))
+  # A second pipeline over the same records (another stage or seed) decodes nothing more.
+  again = _train(recs, {**CFG, "decoded_cache_mb": 7}, reader=reader)
+  next(again)
+  assert len(reader.decoded) == 4 * NF
+
+
+def test_decoded_clip_cache_drops_least_recently_used_beyond_its_size():
+  cache = P.DecodedClipCache(max_bytes=250)
+  clip = lambda v: lambda: np.full((10, 10), v, np.uint8)  # 100 bytes
+  cache.get(("a",), clip(1))
+  cache.get(("b",), clip(2))
+  cache.get(("a",), clip(9))  # hit: a is now the most recent
+  cache.get(("c",), clip(3))  # 300 bytes > 250: b goes
+  assert cache.get(("b",), clip(4))[0, 0] == 4  # decoded again
+  assert cache.get(("c",), clip(8))[0, 0] == 3  # still cached
+  with pytest.raises(ValueError, match="read-only"):
+    cache.get(("c",), clip(8))[0, 0] = 0
+  key = P.DecodedClipCache.key
+  assert key({"video_id": "x", "video_bytes": b"ab"}) != key(
+    {"video_id": "x", "video_bytes": b"ac"}
+  )
+  with pytest.raises(ValueError, match="decoded_cache_mb must be >= 0"):
+    _train(_records(1), {**CFG, "decoded_cache_mb": -1})

@@ -94,7 +94,7 @@ def test_synthetic_heldout_split_and_source_names():
 def test_errors_name_what_is_wrong():
   with pytest.raises(KeyError, match=r"Unknown split 'official'.*known: \['authors', 'random80"):
     splits.get_split("bvi_hd", "official", ["Boxing", "Music"])
-  with pytest.raises(KeyError, match=r"known: \['heldout', 'random80_seed<k>"):
+  with pytest.raises(KeyError, match=r"known: \['heldout', 'heldout4', 'proxy', 'random80_seed<k>"):
     splits.get_split("synthetic_compressed", "authors", ["coffee"])
   with pytest.raises(ValueError, match=r"unknown source\(s\) \['Boxnig'\]"):
     splits.get_split("bvi_hd", "authors", ["Boxnig", "Music"])

@@ -37,6 +37,10 @@ Config `cfg` (a mapping or ml_collections.ConfigDict; every field optional):
     (e.g. ('video_id', 'source')); off by default so batches hold only numeric
     arrays that can be handed to JAX as they are.
   skip_bad_videos (False), bad_videos_log (None): see below.
+  decoded_cache_mb (0): > 0 keeps whole decoded clips in memory (per process,
+    least recently used dropped beyond this size), so a small dataset read for
+    many epochs, or by several runs in one process, is decoded once. Best with
+    worker_count=0: each worker process would hold its own copy.
 
 Batches are dicts of numpy arrays:
   <view name>  float32 (B, T, H, W, 3), normalized, channels last.
@@ -70,7 +74,9 @@ with `grain.checkpoint.CheckpointSave(it)` inside an Orbax
 
 from __future__ import annotations
 
+import collections
 import logging
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -110,6 +116,7 @@ _TOP_LEVEL_KEYS = {
   "string_fields",
   "skip_bad_videos",
   "bad_videos_log",
+  "decoded_cache_mb",
 }
 
 
@@ -147,6 +154,65 @@ def make_recipes(views_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
   return recipes
 
 
+class DecodedClipCache:
+  """Whole decoded clips by content key, least recently used dropped beyond `max_bytes`.
+
+  The key is the record's video id and path plus, for in-memory videos, the length and CRC-32
+  of the encoded bytes, so two datasets that reuse an id never share an entry.
+  """
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes = int(max_bytes)
+    self._clips: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+    self._bytes = 0
+
+  @staticmethod
+  def key(record: Record) -> tuple:
+    data = record.get("video_bytes") or b""
+    return (record.get("video_id", ""), record.get("path") or "", len(data), zlib.crc32(data))
+
+  def get(self, key: tuple, decode_clip: Callable[[], np.ndarray]) -> np.ndarray:
+    clip = self._clips.get(key)
+    if clip is not None:
+      self._clips.move_to_end(key)
+      return clip
+    clip = decode_clip()
+    clip.setflags(write=False)  # Shared by every later reader.
+    self._clips[key] = clip
+    self._bytes += clip.nbytes
+    while self._bytes > self.max_bytes and len(self._clips) > 1:
+      _, old = self._clips.popitem(last=False)
+      self._bytes -= old.nbytes
+    return clip
+
+
+_DECODED_CACHES: dict[int, DecodedClipCache] = {}
+
+
+def decoded_clip_cache(max_mb: int) -> DecodedClipCache:
+  """The process-wide cache of that size (one per size, shared by every pipeline asking it)."""
+  if max_mb not in _DECODED_CACHES:
+    _DECODED_CACHES[max_mb] = DecodedClipCache(max_mb * 2**20)
+  return _DECODED_CACHES[max_mb]
+
+
+class _CachedClipReader:
+  """A record's frames read from its whole decoded clip in a DecodedClipCache."""
+
+  def __init__(self, reader, cache: DecodedClipCache, key: tuple):
+    self._reader, self._cache, self._key = reader, cache, key
+    self.num_frames = reader.num_frames
+    self.name = reader.name
+
+  def __call__(self, indices) -> np.ndarray:
+    idx = np.asarray(indices, np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= self.num_frames):
+      raise IndexError(
+        f"frame indices {idx.tolist()} outside [0, {self.num_frames}) for {self.name}"
+      )
+    return self._cache.get(self._key, lambda: self._reader(np.arange(self.num_frames)))[idx]
+
+
 class VideoProcessor:
   """Record index -> example dict(s). Picklable, so Grain workers can run it."""
 
@@ -169,6 +235,10 @@ class VideoProcessor:
     if clash:
       raise ValueError(f"string_fields {sorted(clash)} clash with view names or batch fields")
     self.skip_bad_videos = bool(cfg.get("skip_bad_videos", False))
+    cache_mb = int(cfg.get("decoded_cache_mb", 0))
+    if cache_mb < 0:
+      raise ValueError(f"decoded_cache_mb must be >= 0, got {cache_mb}")
+    self.decoded_cache_mb = cache_mb
     self.bad_videos_log = cfg.get("bad_videos_log")
 
   def _rng(self, *key: int) -> np.random.Generator:
@@ -192,11 +262,15 @@ class VideoProcessor:
         f.write(f"{record.get('video_id', '')}\t{record.get('path', '')}\t{reason}\n")
     return None
 
-  def _frames(self, record: Record) -> frames.FrameCache:
+  def _frames(self, record: Record):
     # A single recipe reads without caching: memory stays at what it asks for in one call.
-    return frames.for_record(
+    reader = frames.for_record(
       record, read_fn=self.read_frames or decode.read_frames, cache=len(self.recipes) > 1
     )
+    if not self.decoded_cache_mb:
+      return reader
+    cache = decoded_clip_cache(self.decoded_cache_mb)
+    return _CachedClipReader(reader, cache, DecodedClipCache.key(record))
 
   def train_example(self, position: int, record_index: int) -> dict[str, Any] | None:
     """Sample number `position` of the global stream, for records[record_index]."""

@@ -6,7 +6,9 @@ The TFDS builders write one split ('full'); this module turns a dataset's per-re
   authors            InternVQA's fixed splits (bvi_hd, waterloo_ivc_4k), from the authors' loaders:
                      Waterloo test = sources 01-04, train = 05-20; BVI-HD test = the 6 sources in
                      BVI_HD_TEST_SOURCES, train = the other 26.
-  heldout            The fixed split of synthetic_compressed: test = SYNTHETIC_TEST_SOURCES.
+  heldout            A fixed split of synthetic_compressed: test = SYNTHETIC_TEST_SOURCES.
+  heldout4           The demo's fixed split of synthetic_compressed: SYNTHETIC_DEMO_TEST_SOURCES.
+  proxy              The split of the demo teacher's pretraining set: SYNTHETIC_PROXY_TEST_SOURCES.
   random80_seed<k>   Any dataset: ceil(20%) of the sources drawn at random (seed k) for test, as in
                      repeated content-aware cross-validation (FUNQUE+: ceil(0.2 x #contents)).
 
@@ -33,12 +35,21 @@ BVI_HD_TEST_SOURCES = (
 )
 WATERLOO_TEST_SOURCES = ("01", "02", "03", "04")  # `source` is the 2-digit video number
 SYNTHETIC_TEST_SOURCES = ("coffee", "rocket")
+# The demo's split: two colour and two greyscale photographs, so that one photograph does not
+# decide a ranking. The demo teacher's pretraining set (synthetic_compressed/pretrain) leaves them
+# out; its own split `proxy` validates on one of its photographs.
+SYNTHETIC_DEMO_TEST_SOURCES = ("camera", "coffee", "grass", "rocket")
+SYNTHETIC_PROXY_TEST_SOURCES = ("chelsea",)
 
 # dataset -> {fixed split name: test sources}
 FIXED_SPLITS = {
   "bvi_hd": {"authors": BVI_HD_TEST_SOURCES},
   "waterloo_ivc_4k": {"authors": WATERLOO_TEST_SOURCES},
-  "synthetic_compressed": {"heldout": SYNTHETIC_TEST_SOURCES},
+  "synthetic_compressed": {
+    "heldout": SYNTHETIC_TEST_SOURCES,
+    "heldout4": SYNTHETIC_DEMO_TEST_SOURCES,
+    "proxy": SYNTHETIC_PROXY_TEST_SOURCES,
+  },
 }
 _RANDOM = re.compile(r"random80_seed(\d+)")
 

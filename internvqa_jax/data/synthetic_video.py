@@ -86,23 +86,29 @@ class EncoderSpec:
   codec: str  # codec name of the bitstream as FFmpeg reports it when probing
   quality_option: str  # the option that the level sets (higher = stronger compression)
   options: tuple[tuple[str, str], ...]  # fixed options; all force single-threaded encoding
+  max_level: int  # the quality option's strongest setting
 
 
 ENCODERS = {
   "libx264": EncoderSpec(
-    "h264", "crf", (("preset", "medium"), ("threads", "1"), ("x264-params", "threads=1:mbtree=0"))
+    "h264",
+    "crf",
+    (("preset", "medium"), ("threads", "1"), ("x264-params", "threads=1:mbtree=0")),
+    51,
   ),
   "libx265": EncoderSpec(
     "hevc",
     "crf",
     (("preset", "medium"), ("x265-params", "pools=none:frame-threads=1:log-level=error")),
+    51,
   ),
   "libvpx-vp9": EncoderSpec(
     "vp9",
     "crf",
     (("b:v", "0"), ("deadline", "good"), ("cpu-used", "4"), ("threads", "1"), ("row-mt", "0")),
+    63,
   ),
-  "libsvtav1": EncoderSpec("av1", "crf", (("preset", "8"), ("svtav1-params", "lp=1"))),
+  "libsvtav1": EncoderSpec("av1", "crf", (("preset", "8"), ("svtav1-params", "lp=1")), 63),
 }
 
 PSNR_CAP_DB = 60.0

@@ -43,12 +43,17 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   num_frames: int = 24
   fps: int = 24
   seed: int = 0
+  camera_paths: int = 1  # camera paths (regions of the photograph) filmed per resolution
+  # "dsnr": the full-reference quality label. "crf": a proxy label that needs no quality
+  # measurement, 100 * (1 - level / the encoder's maximum level), for pretraining.
+  label: str = "dsnr"
 
   @property
   def num_clips(self) -> int:
     return (
       len(self.sources)
       * len(self.resolutions)
+      * self.camera_paths
       * sum(len(levels) for _, levels in self.encoder_levels)
     )
 
@@ -56,6 +61,26 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 DEFAULT_CONFIG = SyntheticConfig(
   name="default",
   description="16 sources x 3 resolutions x 4 encoders x 5 CRFs, 24 frames at 24 fps.",
+)
+# Teacher pretraining (internvqa_jax/demo_assets/make_teacher.py): more regions, resolutions and
+# levels of the 12 photographs outside the demo's held-out split, labelled only by encoder setting.
+PRETRAIN_CONFIG = SyntheticConfig(
+  name="pretrain",
+  description="Proxy-label set: 12 photographs x 4 resolutions x 3 camera paths x 4 encoders x "
+  "8 levels, label = CRF.",
+  sources=tuple(
+    s for s in synthetic_video.SOURCE_IMAGES if s not in ("coffee", "rocket", "camera", "grass")
+  ),
+  resolutions=((64, 48), (80, 60), (96, 72), (128, 96)),
+  encoder_levels=(
+    ("libx264", (14, 20, 26, 30, 34, 38, 44, 51)),
+    ("libx265", (14, 20, 26, 30, 34, 38, 44, 51)),
+    ("libvpx-vp9", (10, 24, 32, 40, 46, 52, 58, 63)),
+    ("libsvtav1", (10, 24, 32, 40, 46, 52, 58, 63)),
+  ),
+  seed=1,
+  camera_paths=3,
+  label="crf",
 )
 TINY_CONFIG = SyntheticConfig(
   name="tiny",
@@ -82,7 +107,7 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
     "2.0.0": "Label = luma detail-to-error ratio (was YUV-PSNR); 8 greyscale sources added; "
     "one camera path per resolution; resolutions 64x48, 96x72, 128x96 (were 2x).",
   }
-  BUILDER_CONFIGS = [DEFAULT_CONFIG, TINY_CONFIG]
+  BUILDER_CONFIGS = [DEFAULT_CONFIG, TINY_CONFIG, PRETRAIN_CONFIG]
   DEFAULT_CONFIG_NAME = "default"
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -101,6 +126,11 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is made locally
+    if self.builder_config.label not in ("dsnr", "crf"):
+      raise ValueError(
+        f"synthetic_compressed/{self.builder_config.name}: label must be 'dsnr' or 'crf', "
+        f"got {self.builder_config.label!r}"
+      )
     for name in self.builder_config.sources:  # fail before any encoding if an image is missing
       synthetic_video.load_source_image(name)
     return {FULL_SPLIT: self._generate_examples()}
@@ -109,11 +139,14 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     for source in config.sources:
       image = synthetic_video.load_source_image(source)
-      for width, height in config.resolutions:
-        # Each resolution films its own region of the photograph: more distinct content per source
-        # (the split unit stays the photograph).
+      for (width, height), take in (
+        (r, k) for r in config.resolutions for k in range(config.camera_paths)
+      ):
+        # Each resolution (and path) films its own region of the photograph: more distinct
+        # content per source (the split unit stays the photograph).
+        suffix = f"#{take}" if take else ""
         path = synthetic_video.random_camera_path(
-          synthetic_video.source_seed(f"{source}@{width}x{height}", config.seed),
+          synthetic_video.source_seed(f"{source}@{width}x{height}{suffix}", config.seed),
           image.shape[:2],
           width / height,
         )
@@ -126,7 +159,11 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
             data = synthetic_video.encode_clip(pristine, encoder, level, config.fps)
             decoded = synthetic_video.decode_yuv420p(data, config.num_frames)
             dsnr = synthetic_video.detail_snr(decoded, pristine)
-            video_id = f"{source}_{width}x{height}_{encoder}_{spec.quality_option}{level}"
+            video_id = f"{source}_{width}x{height}{suffix}_{encoder}_{spec.quality_option}{level}"
+            if config.label == "crf":
+              score = 100.0 * (1.0 - level / spec.max_level)
+            else:
+              score = synthetic_video.dsnr_to_mos(dsnr)
             yield (
               video_id,
               {
@@ -135,7 +172,7 @@ class SyntheticCompressed(tfds.core.GeneratorBasedBuilder):
                 "source": source,
                 "path": "",
                 "video_bytes": data,
-                "score": synthetic_video.dsnr_to_mos(dsnr),
+                "score": score,
                 "score_kind": "mos",
                 "num_frames": config.num_frames,
                 "fps": float(config.fps),
