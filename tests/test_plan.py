@@ -98,7 +98,6 @@ def test_argument_bytes_are_the_sharded_params_optimizer_and_batch(topology):
   else:  # TPU tiles pad small dimensions (e.g. a (5, 7) float32 array takes one 8x128 tile).
     assert a["params"] >= params and a["optimizer"] >= opt and a["frozen_params"] >= frozen
     assert a["batch"] >= data
-    assert r["per_chip_bytes"]["arguments"] < 1.5 * independent
   assert r["hbm_bytes"] == (16 * 2**30 if topology == TPU else None)
 
 
@@ -117,10 +116,12 @@ def test_laid_out_bytes_match_tpu_layouts_measured_with_the_compiler():
 
 @needs_libtpu
 def test_memory_grows_with_batch():
+  # Far apart: at small batches the compiler's temporaries move by a few MiB either way
+  # (8 -> 64 clips went from 7.3 to 5.7 MiB), more than the clips themselves weigh;
+  # 8 -> 1024 clips measured 9.0 -> 11.7 MiB in total.
   small = _plan(("finetune", 8), _finetune(8), TPU)
-  large = _plan(("finetune", 64), _finetune(64), TPU)
-  assert large["argument_breakdown"]["batch"] > small["argument_breakdown"]["batch"]
-  assert large["per_chip_bytes"]["temporaries"] > small["per_chip_bytes"]["temporaries"]
+  large = _plan(("finetune", 1024), _finetune(1024), TPU)
+  assert large["argument_breakdown"]["batch"] > 10 * small["argument_breakdown"]["batch"]
   assert large["per_chip_bytes"]["total"] > small["per_chip_bytes"]["total"]
   assert large["compiled_flops_per_chip"] > small["compiled_flops_per_chip"]
 
@@ -260,7 +261,7 @@ def test_collective_bytes_read_from_hlo():
 def test_search_returns_a_batch_that_fits_and_the_next_does_not():
   config = _finetune(batch=4)
   target = plan.make_target(TPU)
-  budget = 24 * 2**20  # A 24 MiB device: the tiny model outgrows it at a few dozen clips.
+  budget = 12 * 2**20  # A 12 MiB device: the tiny model (9 MiB at batch 8) outgrows it soon.
   s = plan.search(config, target, remats=(False,), splits=[(4, 1)], max_batch=256, hbm_bytes=budget)
   row = s["best"]
   best, fail = row["max_batch"], row["first_failing_batch"]
