@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from internvqa_jax import plan  # noqa: E402
+from internvqa_jax import plan
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # name -> (config file, argument, overrides); the teachers' finetune rows use the 1B config.
