@@ -259,18 +259,26 @@ def test_collective_bytes_read_from_hlo():
 
 @needs_libtpu
 def test_search_returns_a_batch_that_fits_and_the_next_does_not():
-  config = _finetune(batch=4)
-  target = plan.make_target(TPU)
-  budget = 12 * 2**20  # A 12 MiB device: the tiny model (9 MiB at batch 8) outgrows it soon.
-  s = plan.search(config, target, remats=(False,), splits=[(4, 1)], max_batch=256, hbm_bytes=budget)
+  # 8 frames of 112 x 112 (513 tokens): memory per clip dominates, so it grows with batch.
+  def config(batch):
+    c = _finetune(batch)
+    with c.unlocked():
+      c.model.kwargs.update(num_frames=8, img_size=112)
+      c.mesh.data, c.mesh.fsdp = 4, 1
+    return c
+
+  at8 = _plan(("search", 8), config(8), TPU)
+  at12 = _plan(("search", 12), config(12), TPU)
+  assert at8["per_chip_bytes"]["total"] < at12["per_chip_bytes"]["total"]
+  # A device with room for 8 clips (2 per chip) but not for 12.
+  budget = (at8["per_chip_bytes"]["total"] + at12["per_chip_bytes"]["total"]) // 2
+  s = plan.search(
+    config(4), plan.make_target(TPU), remats=(False,), splits=[(4, 1)], hbm_bytes=budget
+  )
   row = s["best"]
-  best, fail = row["max_batch"], row["first_failing_batch"]
-  assert best >= 4 and fail == best + 4
-  fits = plan.plan(
-    plan._with(config, batch_size=best, mesh=(4, 1)), target, predict=False, hbm_bytes=budget
+  assert (row["max_batch"], row["first_failing_batch"]) == (8, 12)
+  assert row["per_chip_bytes"] == at8["per_chip_bytes"]["total"] <= budget
+  assert at8["compiled"] and at12["compiled"]  # Both compile; 12 exceeds the device's memory.
+  assert (
+    plan.plan(config(12), plan.make_target(TPU), predict=False, hbm_bytes=budget)["fits"] is False
   )
-  over = plan.plan(
-    plan._with(config, batch_size=fail, mesh=(4, 1)), target, predict=False, hbm_bytes=budget
-  )
-  assert fits["compiled"] and fits["fits"] and fits["per_chip_bytes"]["total"] <= budget
-  assert not over["fits"] and over["per_chip_bytes"]["total"] > budget
