@@ -152,7 +152,7 @@ def abstract_batch(parts: dict, batch: int, mesh) -> dict[str, jax.ShapeDtypeStr
   out = {}
   for part in parts.values():
     shape = model_setup.input_shape(part.module, batch)
-    out[part.view] = jax.ShapeDtypeStruct(shape, np.float32, sharding=sh)
+    out[part.batch_key] = jax.ShapeDtypeStruct(shape, np.float32, sharding=sh)
   out["label"] = jax.ShapeDtypeStruct((batch,), np.float32, sharding=sh)
   return out
 
@@ -297,7 +297,7 @@ def input_budget(config, parts, clips_per_s: float, decode: dict) -> dict[str, A
   """Host CPU cores the input pipeline needs to keep up with `clips_per_s`."""
   ds = DATASETS.get(config.data.dataset)
   frames = sum(
-    {p.view: model_setup.input_shape(p.module)[1] for p in parts.values()}.values()
+    {p.batch_key: model_setup.input_shape(p.module)[1] for p in parts.values()}.values()
   )  # Views decode their own frames; count them all.
   if ds is None:
     return dict(note=f"no frame size known for dataset {config.data.dataset!r}")
