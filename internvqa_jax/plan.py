@@ -216,6 +216,16 @@ def _oom_numbers(msg: str) -> dict[str, Any]:
     out["used_bytes"] = int(float(m.group(1)) * unit[m.group(2)])
     out["capacity_bytes"] = int(float(m.group(3)) * unit[m.group(4)])
     out["memory_space"] = m.group(5)
+  m = re.search(
+    r"required for ([\w ]+?) \(([0-9.]+)([KMGT])?\) exceeds available (\w+) \(([0-9.]+)([KMGT])?\)",
+    msg,
+  )
+  if m:  # "the total memory required for HLO temporaries (100.07G) exceeds available HBM (15.75G)"
+    unit = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    out["used_bytes"] = int(float(m.group(2)) * unit[m.group(3)])
+    out["used_for"] = m.group(1)
+    out["capacity_bytes"] = int(float(m.group(5)) * unit[m.group(6)])
+    out["memory_space"] = m.group(4)
   m = re.search(r"[Ee]xceeded \w+ capacity by ([0-9.]+)([KMGT])?", msg)
   if m:
     out["exceeded_by_bytes"] = int(

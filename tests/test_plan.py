@@ -282,3 +282,13 @@ def test_search_returns_a_batch_that_fits_and_the_next_does_not():
   assert (
     plan.plan(config(12), plan.make_target(TPU), predict=False, hbm_bytes=budget)["fits"] is False
   )
+
+
+def test_out_of_memory_numbers_read_from_the_compiler_message():
+  msg = (
+    "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+    "temporaries (100.07G) exceeds available HBM (15.75G)."
+  )  # What the v5e compiler said for a 4M-clip batch of the tiny model.
+  oom = plan._oom_numbers(msg)
+  assert oom["used_bytes"] == int(100.07 * 2**30) and oom["capacity_bytes"] == int(15.75 * 2**30)
+  assert oom["used_for"] == "HLO temporaries" and oom["memory_space"] == "HBM"
