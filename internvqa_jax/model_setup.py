@@ -191,6 +191,17 @@ def init_sharded(module, rng, mesh, rules, *, model_cfg, log=print) -> Any:
   return tree_paths.unflatten(flat_p)
 
 
+def abstract_sharded(module, mesh, rules) -> Any:
+  """The parameters `init_sharded` would make, as ShapeDtypeStructs with their shardings."""
+  from internvqa_jax import sharding
+
+  abstract = abstract_params(module)
+  shardings = sharding.infer_param_shardings(abstract, mesh, rules)
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
+  )
+
+
 def optimizer_config(ocfg, *, module, total_steps: int) -> dict[str, Any]:
   """The optimizer config with run-derived fields filled in (layer count, schedule length)."""
   c = config_dict(ocfg)

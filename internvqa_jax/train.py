@@ -65,7 +65,6 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
   "but not the saved state's shapes (see internvqa_jax.saved_config).",
 )
 flags.DEFINE_bool("verbose", False, "Print the traceback of an error (or INTERNVQA_VERBOSE=1).")
-flags.mark_flags_as_required(["config", "workdir"])
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -123,10 +122,18 @@ class Run:
   frozen_sh: Any
   train_step: Any  # (state, frozen, batch, rng) -> (state, metrics)
   predict: dict  # role -> (trainable, frozen, batch) -> score
+  loss_cfg: Any = None  # steps.LossConfig the train step was made with
+  schedules: Any = None  # role -> learning-rate schedule
 
 
-def build_run(config, mesh, rng_init, *, log=print) -> Run:
-  """Models, parameters (sharded; loaded from converted checkpoints), optimizers, jitted steps."""
+def build_run(config, mesh, rng_init, *, log=print, abstract: bool = False) -> Run:
+  """Models, parameters (sharded; loaded from converted checkpoints), optimizers, jitted steps.
+
+  abstract=True builds the same Run from shapes only: `state` and `frozen` are
+  trees of jax.ShapeDtypeStruct carrying their shardings, nothing is
+  initialised, loaded or placed on a device, and the jitted steps can be
+  lowered and compiled ahead of time for `mesh` (internvqa_jax.plan does).
+  """
   mode = config.mode
   roles = {"finetune": ["model"], "distill": ["teacher", "student"]}.get(mode)
   if roles is None:
@@ -136,7 +143,10 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
   for role, r in zip(roles, jax.random.split(rng_init, len(roles))):
     mcfg = config[role]
     module = model_setup.build_module(mcfg, config.compute_dtype)
-    params = model_setup.init_sharded(module, r, mesh, rules, log=log, model_cfg=mcfg)
+    if abstract:
+      params = model_setup.abstract_sharded(module, mesh, rules)
+    else:
+      params = model_setup.init_sharded(module, r, mesh, rules, log=log, model_cfg=mcfg)
     mask = model_setup.trainable_mask(params, mcfg, module)
     trainable[role], frozen[role] = tree_paths.split_tree(params, mask)
     n_train = model_setup.count(trainable[role])
@@ -175,9 +185,15 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
       },
     }
 
-  state_sh = sharding.infer_param_shardings(jax.eval_shape(init_state, trainable), mesh, rules)
+  state_shapes = jax.eval_shape(init_state, trainable)
+  state_sh = sharding.infer_param_shardings(state_shapes, mesh, rules)
   frozen_sh = jax.tree.map(lambda x: x.sharding, frozen)
-  state = jax.jit(init_state, out_shardings=state_sh)(trainable)
+  if abstract:
+    state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_shapes, state_sh
+    )
+  else:
+    state = jax.jit(init_state, out_shardings=state_sh)(trainable)
   loss_cfg = steps_lib.LossConfig(mode=mode, **config.loss.to_dict())
   batch_sh = sharding.batch_sharding(mesh)
   train_step = jax.jit(
@@ -193,7 +209,7 @@ def build_run(config, mesh, rng_init, *, log=print) -> Run:
     )
     for role, part in parts.items()
   }
-  return Run(parts, state, frozen, state_sh, frozen_sh, train_step, predict)
+  return Run(parts, state, frozen, state_sh, frozen_sh, train_step, predict, loss_cfg, schedules)
 
 
 def check_config(config) -> None:
@@ -583,6 +599,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def cli(argv: list[str] | None = None) -> int:
   """`python -m internvqa_jax.train`: app.run under the cli_errors convention."""
+  # Required here, not at import: internvqa_jax.plan imports this module for its --config flag.
+  flags.mark_flags_as_required(["config", "workdir"])
 
   def run(args):
     try:

@@ -8,6 +8,8 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# libtpu (the plan extra) locks a file per process by default; tests only compile for TPU.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # Tests compile the same tiny programs many times, also in subprocesses (which
 # inherit this): XLA's persistent cache turns the repeats into disk reads.
 os.environ.setdefault(
