@@ -86,6 +86,8 @@ VIDEO_EXTENSIONS = frozenset(
 )
 
 _USE_MODEL = "model"  # resize_short default: the model's img_size.
+# Scoring options whose load_scorer keyword differs from the option (argparse) name.
+_LOAD_KWARG = {"fragment": "fragment_overrides"}
 
 
 class ScoreError(RuntimeError):
@@ -222,39 +224,33 @@ def apply_options(
   fragment_overrides: Mapping[str, Any] | None = None,
   test_sampling: str | None = None,
 ) -> dict:
-  """The view config with command-line options applied (an option its recipe lacks is an error)."""
+  """The view config with command-line options applied by its family (`apply_test_options`;
+  an option the family lacks is an error naming it)."""
+  options = set_options(
+    clips=_positive("--clips", clips),
+    crops=_positive("--crops", crops),
+    resize_short=resize_short,
+    fragments_variant=fragments_variant,
+    fragment=fragment_overrides,
+    test_sampling=test_sampling,
+  )
   view = json.loads(json.dumps(dict(view)))  # deep copy
-  clips, crops = _positive("--clips", clips), _positive("--crops", crops)
-  recipe = view.get("recipe", "internvideo2")
-  if recipe == "internvideo2":
-    if fragments_variant is not None or fragment_overrides or test_sampling is not None:
-      raise ValueError(
-        f"{where}: --fragments-variant/--fragment/--test-sampling apply to FAST-VQA "
-        "fragment views, this model has an InternVideo2 view"
-      )
-    if clips is not None:
-      view["test_clips"] = clips
-    if crops is not None:
-      view["test_crops"] = crops
-    if resize_short != _USE_MODEL:
-      view["resize_short"] = resize_short
-  elif recipe == "fastvqa":
-    if crops is not None:
-      raise ValueError(f"{where}: FAST-VQA has no spatial test crops (--crops); use --clips")
-    if resize_short != _USE_MODEL:
-      raise ValueError(
-        f"{where}: --resize-short applies to InternVideo2 models, "
-        "FAST-VQA samples fragments at native resolution"
-      )
-    if fragments_variant is not None:
-      view["variant"] = fragments_variant
-    overrides = {**(view.get("overrides") or {}), **(fragment_overrides or {})}
-    if test_sampling is not None:
-      overrides["test_sampling"] = test_sampling
-    if clips is not None:
-      overrides["num_clips_test"] = clips
-    view["overrides"] = overrides
-  return view
+  try:
+    return models.get(view.get("recipe", "internvideo2")).apply_test_options(view, options)
+  except ValueError as e:
+    raise ValueError(f"{where}: {e}") from e
+
+
+def set_options(**options: Any) -> dict[str, Any]:
+  """The scoring options a user set. Unset is None or an empty dict, except for resize_short,
+  where None asks for native-resolution crops and `_USE_MODEL` means unset."""
+  return {k: v for k, v in options.items() if not _is_unset(k, v)}
+
+
+def _is_unset(option: str, value: Any) -> bool:
+  if option == "resize_short":
+    return isinstance(value, str) and value == _USE_MODEL
+  return value is None or value == {}
 
 
 def _make_predict(module, params):
@@ -923,18 +919,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return _error(str(e), 2)
   # Recipe-specific flags go to the models whose views they describe (models of both kinds can
   # be scored in one run); a flag no model uses is an error.
-  iv2_opts = dict(crops=args.crops, resize_short=args.resize_short)
-  fvqa_opts = dict(
+  chosen = set_options(
+    crops=args.crops,
+    resize_short=args.resize_short,
     fragments_variant=args.fragments_variant,
-    fragment_overrides=dict(args.fragment) or None,
+    fragment=dict(args.fragment) or None,
     test_sampling=args.test_sampling,
   )
-  if "internvideo2" not in recipes and (args.crops is not None or args.resize_short != _USE_MODEL):
-    return _error("--crops/--resize-short apply to InternVideo2 models only", 2)
-  if "fastvqa" not in recipes and (
-    args.fragments_variant or args.fragment or args.test_sampling is not None
-  ):
-    return _error("--fragments-variant/--fragment/--test-sampling apply to FAST-VQA models only", 2)
+  takes = {recipe: set(models.get(recipe).TEST_OPTIONS) for recipe in recipes}
+  unused = sorted(set(chosen) - set().union(*takes.values()))
+  if unused:
+    return _error(
+      f"{', '.join('--' + k.replace('_', '-') for k in unused)} apply to none of the models given "
+      f"(their families: {sorted(takes)})",
+      2,
+    )
   scorers = []
   for name, model_dir, recipe in zip(names, args.model, recipes):
     t0 = time.perf_counter()
@@ -945,7 +944,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         clips=args.clips,
         batch_size=args.batch_size,
         maps=args.maps is not None,
-        **(iv2_opts if recipe == "internvideo2" else fvqa_opts),
+        **{_LOAD_KWARG.get(k, k): v for k, v in chosen.items() if k in takes[recipe]},
       )
     except (FileNotFoundError, ValueError, TypeError) as e:
       return _error(str(e), 2)

@@ -26,6 +26,8 @@ INTERFACE = (
   "with_frozen_layers",
   "input_recipe",
   "default_view",
+  "TEST_OPTIONS",
+  "apply_test_options",
   "map_layout",
   "local_quality_map",
 )
@@ -134,3 +136,23 @@ def test_frame_cache_decodes_each_frame_once(tmp_path):
   assert calls == [[1, 3], [4]]
   with pytest.raises(IndexError, match=r"outside \[0, 10\) for x.mp4"):
     cache([10])
+
+
+def test_test_options_go_to_the_family_that_takes_them():
+  iv2, fvqa = models.get("internvideo2"), models.get("fastvqa")
+  view = iv2.default_view(iv2.make("tiny"), {})
+  got = iv2.apply_test_options(view, {"clips": 2, "crops": 1, "resize_short": None})
+  assert (got["test_clips"], got["test_crops"], got["resize_short"]) == (2, 1, None)
+  assert view["test_clips"] == 4  # the input view is not changed
+  with pytest.raises(ValueError, match=r"--test-sampling do not apply to InternVideo2"):
+    iv2.apply_test_options(view, {"test_sampling": "center"})
+  fv = {"recipe": "fastvqa", "variant": "fast_vqa_b", "overrides": {"fragments_h": 7}}
+  got = fvqa.apply_test_options(fv, {"clips": 3, "test_sampling": "random", "fragment": {"a": 1}})
+  assert got["overrides"] == {
+    "fragments_h": 7,
+    "a": 1,
+    "test_sampling": "random",
+    "num_clips_test": 3,
+  }
+  with pytest.raises(ValueError, match=r"--crops, --resize-short do not apply to FAST-VQA"):
+    fvqa.apply_test_options(fv, {"crops": 2, "resize_short": 224})

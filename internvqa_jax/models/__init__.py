@@ -25,6 +25,9 @@ calls these names of the module `get` returns.
   input_recipe(view)             the recipe (internvqa_jax.data.recipes) a view config makes:
                                  train(...), eval(...) and num_eval_examples
   default_view(module, meta)     the eval view config for a model directory with none
+  TEST_OPTIONS                   the scoring options (score's flags) its views take besides clips
+  apply_test_options(view, options)
+                                 the view with those options applied; others are an error
   map_layout(module)             {'stride': (t, h, w) input pixels per local-map value,
                                  'pooling': 'mean' | 'sum' (how the values make up the score)}
   local_quality_map(module, params, video)

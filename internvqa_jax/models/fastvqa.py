@@ -224,6 +224,33 @@ def input_recipe(view: Mapping[str, Any]) -> recipes.FragmentRecipe:
   return recipes.FragmentRecipe(view["variant"], view.get("overrides"))
 
 
+# Scoring options (internvqa_jax.score's flags, by argparse name) this family's views take
+# besides `clips`, the number of test clips every family has.
+TEST_OPTIONS = ("fragments_variant", "fragment", "test_sampling")
+
+
+def apply_test_options(view: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+  """`view` with scoring options applied: fragments_variant -> variant; fragment (a dict of
+  FragmentSampler overrides), test_sampling and clips (num_clips_test) -> overrides. FAST-VQA
+  samples fragments at native resolution and has no spatial test crops."""
+  unknown = sorted(set(options) - {"clips", *TEST_OPTIONS})
+  if unknown:
+    raise ValueError(
+      f"{', '.join('--' + k.replace('_', '-') for k in unknown)} do not apply to FAST-VQA "
+      "fragment views (they take --clips, --fragments-variant, --fragment, --test-sampling)"
+    )
+  view = dict(view)
+  if "fragments_variant" in options:
+    view["variant"] = options["fragments_variant"]
+  overrides = {**(view.get("overrides") or {}), **(options.get("fragment") or {})}
+  if "test_sampling" in options:
+    overrides["test_sampling"] = options["test_sampling"]
+  if "clips" in options:
+    overrides["num_clips_test"] = options["clips"]
+  view["overrides"] = overrides
+  return view
+
+
 def default_view(module: FastVQA, meta: Mapping[str, Any]) -> dict[str, Any]:
   """The sampling variant named in meta.json (converters store it), else the one whose
   clip (T, S, S) equals the model's base_x_size. FasterVQA shares FAST-VQA-B's input

@@ -689,6 +689,29 @@ def input_recipe(view: Mapping[str, Any]) -> recipes.InternVideo2Recipe:
     raise ValueError(f"bad internvideo2 view options {sorted(view)} ({e})") from e
 
 
+# Scoring options (internvqa_jax.score's flags, by argparse name) this family's views take
+# besides `clips`, the number of test clips every family has.
+TEST_OPTIONS = ("crops", "resize_short")
+
+
+def apply_test_options(view: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+  """`view` with scoring options applied: clips -> test_clips, crops -> test_crops,
+  resize_short (None: native-resolution crops). An option the family lacks is an error."""
+  unknown = sorted(set(options) - {"clips", *TEST_OPTIONS})
+  if unknown:
+    raise ValueError(
+      f"{', '.join('--' + k.replace('_', '-') for k in unknown)} do not apply to InternVideo2 "
+      "views (they take --clips, --crops, --resize-short)"
+    )
+  view = dict(view)
+  for option, field in (("clips", "test_clips"), ("crops", "test_crops")):
+    if option in options:
+      view[field] = options[option]
+  if "resize_short" in options:
+    view["resize_short"] = options["resize_short"]
+  return view
+
+
 def default_view(module: InternVideo2, meta: Mapping[str, Any]) -> dict[str, Any]:
   """The InternVideo2 test protocol for a model directory without an `eval_view`:
   4 clips x 3 crops of the model's frames and image size after resizing the short
