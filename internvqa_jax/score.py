@@ -720,16 +720,6 @@ def _parse_resize(value: str):
   return n
 
 
-def _positive_int(value: str) -> int:
-  try:
-    n = int(value)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-  if n < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-  return n
-
-
 def _non_negative_int(value: str) -> int:
   try:
     n = int(value)
@@ -788,10 +778,12 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument(
     "--clips",
-    type=_positive_int,
+    type=cli_errors.positive_int,
     help="test clips per video (default: the model's protocol)",
   )
-  p.add_argument("--crops", type=_positive_int, help="InternVideo2 spatial crops per clip")
+  p.add_argument(
+    "--crops", type=cli_errors.positive_int, help="InternVideo2 spatial crops per clip"
+  )
   p.add_argument(
     "--resize-short",
     type=_parse_resize,
@@ -802,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument(
     "--batch-size",
-    type=_positive_int,
+    type=cli_errors.positive_int,
     help="views per model call (default: all views of one video)",
   )
   p.add_argument(

@@ -26,20 +26,11 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-COLUMNS = (
-  "path",
-  "model",
-  "score",
-  "score_std",
-  "score_ci_low",
-  "score_ci_high",
-  "num_views",
-  "mos",
-  "mos_ci_low",
-  "mos_ci_high",
-  "bit_depth",
-)
-SEGMENT_COLUMNS = ("path", "model", "start", "end", "score", "score_std")
+from internvqa_jax import report_rows
+
+# One CSV column per field of the shared result row (internvqa_jax.report_rows).
+COLUMNS = ("path", "model", *report_rows.NUMBERS)
+SEGMENT_COLUMNS = ("path", "model", *report_rows.SEGMENT_NUMBERS)
 _RUN_PREFIX = "# run: "
 # Keys of the run line that may change between a run and its resumption.
 _FREE_KEYS = ("version",)
