@@ -177,9 +177,11 @@ def test_pallas_attention_needs_mesh_and_divisible_batch():
   with pytest.raises(ValueError, match="needs the device mesh"):
     iv2.attention(q, q, q, 0.3, "pallas")
   mesh = sharding.make_mesh(data=1, fsdp=2, devices=jax.devices()[:2])
-  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-    with pytest.raises(ValueError, match="batch 3 is not divisible"):
-      iv2.attention(q, q, q, 0.3, "pallas")
+  with (
+    jax.sharding.use_abstract_mesh(mesh.abstract_mesh),
+    pytest.raises(ValueError, match="batch 3 is not divisible"),
+  ):
+    iv2.attention(q, q, q, 0.3, "pallas")
 
 
 def test_default_attention_follows_the_traced_platform():

@@ -19,6 +19,7 @@ specification for every numerical choice made here.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -27,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.pallas.ops.tpu import flash_attention as pallas_flash
+from jax.sharding import PartitionSpec as P
 
 from internvqa_jax.data import recipes
 from internvqa_jax.models import initializers, module_kwargs, posembed
@@ -168,9 +171,7 @@ def padded_attention(q, k, v, scale: float, kernel, block: int = FLASH_BLOCK):
   `kernel(q, k, v, segment_ids, sm_scale)` takes (B, N, L, H) and segment ids
   (B, L) for queries and keys, or None when nothing is padded.
   """
-  from jax.experimental.pallas.ops.tpu import flash_attention as pallas_flash
-
-  b, t, n, h = q.shape
+  b, t = q.shape[:2]
   s = k.shape[1]
   tp, sp = -(-t // block) * block, -(-s // block) * block
   pad = lambda x, length: jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, 0)))
@@ -187,8 +188,6 @@ def padded_attention(q, k, v, scale: float, kernel, block: int = FLASH_BLOCK):
 
 
 def _pallas_tpu_flash(q, k, v, segment_ids, sm_scale):
-  from jax.experimental.pallas.ops.tpu import flash_attention as pallas_flash
-
   return pallas_flash.flash_attention(q, k, v, segment_ids=segment_ids, sm_scale=sm_scale)
 
 
@@ -200,8 +199,6 @@ def flash_attention(q, k, v, scale: float):
   traced under (steps.make_train_step(mesh=...)); the 1B teacher's 2,049
   tokens are padded to 2,176 (`padded_attention`).
   """
-  from jax.sharding import PartitionSpec as P
-
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     raise ValueError(
@@ -611,7 +608,7 @@ class InternVideo2(nn.Module):
     ]
     cuts.update(i for i in range(1, self.depth) if dtypes[i] != dtypes[i - 1])
     cuts = sorted(cuts)
-    return [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    return [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
 
   def _apply_blocks(self, x, train, return_tokens_after):
     """Runs the blocks as one function of (block params, rate, index), under
