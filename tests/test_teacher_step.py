@@ -44,7 +44,7 @@ def _distill_parts(preset: str, scan: bool, dtype: str = "float32"):
       params, model_setup.regex_mask(params, regexes)
     )
     tx, _ = optim.make_optimizer({"lr": 1e-3, "schedule": "constant"}, trainable[name])
-    parts[name] = steps.Part(name=name, module=module, view="video", tx=tx)
+    parts[name] = steps.Part(name=name, module=module, batch_key="video", tx=tx)
   return parts, trainable, frozen
 
 
@@ -221,7 +221,7 @@ def test_paper_step_compiles_for_tpu_with_pallas_attention():
     mask = model_setup.regex_mask(abstract, regexes if name == "teacher" else [".*"])
     abstract_trainable[name], abstract_frozen[name] = tree_paths.split_tree(abstract, mask)
     tx, _ = optim.make_optimizer({"lr": 1e-3, "schedule": "constant"}, abstract_trainable[name])
-    parts[name] = steps.Part(name=name, module=module, view="video", tx=tx)
+    parts[name] = steps.Part(name=name, module=module, batch_key="video", tx=tx)
   state = jax.eval_shape(
     lambda t: {
       "step": jnp.zeros((), jnp.int32),
