@@ -25,6 +25,11 @@ TEACHER = dict(embed_dim=64, depth=4, num_heads=2, mlp_hidden=128, num_frames=2,
 STUDENT = dict(embed_dim=32, depth=2, num_heads=2, mlp_hidden=64, num_frames=2, img_size=28)
 
 
+def _teacher_trainable(preset: str, depth: int) -> list[str]:
+  paper = [f"blocks_{depth - 1}/.*", "clip_projector/.*", "fc_norm/.*", "head/.*"]
+  return paper if preset == "paper" else paper + ["patch_embed/.*", "cls_token", "pos_embed"]
+
+
 def _distill_parts(preset: str, scan: bool, dtype: str = "float32"):
   """Teacher (preset split, drop path, remat) and student parts plus their parameters."""
   teacher = iv2.InternVideo2(
@@ -32,14 +37,14 @@ def _distill_parts(preset: str, scan: bool, dtype: str = "float32"):
     drop_path_rate=0.3,
     remat=True,
     scan_blocks=scan,
-    frozen_blocks=optim.frozen_blocks_for_preset(preset, TEACHER["depth"]),
+    frozen_blocks=model_setup.preset_frozen_layers(preset, TEACHER["depth"]),
     dtype=dtype,
   )
   student = iv2.InternVideo2(**STUDENT, drop_path_rate=0.1, scan_blocks=scan, dtype=dtype)
   parts, trainable, frozen = {}, {}, {}
   for i, (name, module) in enumerate((("teacher", teacher), ("student", student))):
     params = model_setup.init_params(module, jax.random.key(i))
-    regexes = optim.teacher_trainable_regexes(preset, module.depth) if name == "teacher" else [".*"]
+    regexes = _teacher_trainable(preset, module.depth) if name == "teacher" else [".*"]
     trainable[name], frozen[name] = tree_paths.split_tree(
       params, model_setup.regex_mask(params, regexes)
     )
@@ -217,8 +222,8 @@ def test_paper_step_compiles_for_tpu_with_pallas_attention():
     ("student", iv2.InternVideo2(**{**dims, "depth": 1}, dtype="bfloat16")),
   ):
     abstract = model_setup.abstract_params(module)
-    regexes = [f"blocks_{module.depth - 1}/.*", "clip_projector/.*", "fc_norm/.*", "head/.*"]
-    mask = model_setup.regex_mask(abstract, regexes if name == "teacher" else [".*"])
+    regexes = _teacher_trainable("paper", module.depth) if name == "teacher" else [".*"]
+    mask = model_setup.regex_mask(abstract, regexes)
     abstract_trainable[name], abstract_frozen[name] = tree_paths.split_tree(abstract, mask)
     tx, _ = optim.make_optimizer({"lr": 1e-3, "schedule": "constant"}, abstract_trainable[name])
     parts[name] = steps.Part(name=name, module=module, batch_key="video", tx=tx)
