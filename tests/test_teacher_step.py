@@ -245,17 +245,21 @@ def test_paper_step_compiles_for_tpu_with_pallas_attention():
     "label": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=batch_sh),
   }
   step = steps.make_train_step(parts, steps.LossConfig(mode="distill"), mesh=mesh)
-  lowered = jax.jit(
-    step,
-    in_shardings=(state_sh, frozen_sh, batch_sh, rep),
-    out_shardings=(state_sh, None),
-  ).lower(
-    jax.tree.map(sds, state, state_sh),
-    jax.tree.map(sds, frozen, frozen_sh),
-    batch,
-    jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep),
-  )
-  hlo = lowered.compile().as_text()
+  # Training runs at the default matmul precision (config matmul_precision ""); the test
+  # suite's float32-parity "highest" would ask Mosaic for fp32 contraction of the kernel's
+  # bf16 operands, which it rejects ("Bad lhs type").
+  with jax.default_matmul_precision("default"):
+    lowered = jax.jit(
+      step,
+      in_shardings=(state_sh, frozen_sh, batch_sh, rep),
+      out_shardings=(state_sh, None),
+    ).lower(
+      jax.tree.map(sds, state, state_sh),
+      jax.tree.map(sds, frozen, frozen_sh),
+      batch,
+      jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep),
+    )
+    hlo = lowered.compile().as_text()
   # 513 tokens: Mosaic kernels for the teacher's and the student's blocks (forward and backward).
   assert hlo.count("tpu_custom_call") >= 2
   assert "while" in hlo  # The frozen trunk runs under a loop.
