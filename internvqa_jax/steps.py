@@ -10,11 +10,18 @@ through blocks 0..38 at all.
 
 State layout (a pytree, donated to the step):
   {"step": int32[], "<part>": {"params": trainable, "opt": optax state}, ...}
-Frozen layout (not donated): {"<part>": frozen params}.
+Frozen layout (not donated): {"<part>": frozen params}, stored in each
+module's compute dtype (`frozen_storage`): they are never updated, so float32
+copies would only double what every step reads.
+
+Steps given the mesh are traced under it (jax.sharding.use_abstract_mesh), so
+models see the platform they are compiled for and can run per-device kernels
+(the Pallas TPU attention) under shard_map.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,6 +58,41 @@ def _apply(part: Part, params, batch, rng, train: bool):
     k1, k2 = jax.random.split(rng)
     rngs = {"dropout": k1, "drop_path": k2}
   return part.module.apply({"params": params}, batch[part.batch_key], train=train, rngs=rngs)
+
+
+def frozen_storage(parts: Mapping[str, Part], frozen: Mapping[str, Any]) -> dict[str, Any]:
+  """The frozen trees as the step takes them: floating leaves in their module's compute dtype.
+
+  Every frozen leaf is cast to the compute dtype inside the model anyway
+  (Dense kernels, norms' scales, embeddings; LayerScale gammas are rounded
+  the same way), and the released checkpoints are bfloat16, so storing them
+  so loses nothing while halving the frozen bytes each step reads. Works on
+  arrays (keeps their sharding) and on jax.ShapeDtypeStructs (planning).
+  Parts whose module has no `dtype` keep their tree unchanged.
+  """
+
+  def cast(dtype):
+    def one(x):
+      if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == dtype:
+        return x
+      if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape, dtype, sharding=x.sharding)
+      return x.astype(dtype)
+
+    return one
+
+  out = {}
+  for name, tree in frozen.items():
+    dtype = getattr(parts[name].module, "dtype", None) if name in parts else None
+    out[name] = tree if dtype is None else jax.tree.map(cast(jnp.dtype(dtype)), tree)
+  return out
+
+
+def _on_mesh(mesh):
+  """Trace context: the mesh's abstract form, or nothing when no mesh is given."""
+  if mesh is None:
+    return contextlib.nullcontext()
+  return jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
 
 
 def make_loss_fn(parts: Mapping[str, Part], cfg: LossConfig) -> Callable:
@@ -99,11 +141,20 @@ def make_train_step(
   parts: Mapping[str, Part],
   cfg: LossConfig,
   schedules: Mapping[str, Callable[[jax.Array], jax.Array]] | None = None,
+  mesh: jax.sharding.Mesh | None = None,
 ):
-  """Returns step(state, frozen, batch, rng) -> (state, metrics)."""
+  """Returns step(state, frozen, batch, rng) -> (state, metrics).
+
+  With `mesh`, the step is traced under it (see the module docstring); jit it
+  with shardings on the same mesh.
+  """
   loss_fn = make_loss_fn(parts, cfg)
 
   def step(state, frozen, batch, rng):
+    with _on_mesh(mesh):
+      return _step(state, frozen, batch, rng)
+
+  def _step(state, frozen, batch, rng):
     trainable = {name: state[name]["params"] for name in parts}
     rng = jax.random.fold_in(rng, state["step"])
     (_loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -122,12 +173,13 @@ def make_train_step(
   return step
 
 
-def make_predict_fn(part: Part):
+def make_predict_fn(part: Part, mesh: jax.sharding.Mesh | None = None):
   """predict(trainable, frozen, batch) -> score (B,) of one model in eval mode."""
 
   def predict(trainable, frozen, batch):
     params = tree_paths.merge_trees(trainable, frozen)
-    score = _apply(part, params, batch, None, train=False)["score"]
+    with _on_mesh(mesh):
+      score = _apply(part, params, batch, None, train=False)["score"]
     return score.reshape(score.shape[0], -1)[:, 0].astype(jnp.float32)
 
   return predict

@@ -187,6 +187,7 @@ def build_run(config, mesh, rng_init, *, log=print, abstract: bool = False) -> R
 
   state_shapes = jax.eval_shape(init_state, trainable)
   state_sh = sharding.infer_param_shardings(state_shapes, mesh, rules)
+  frozen = steps_lib.frozen_storage(parts, frozen)  # Compute dtype: read, never updated.
   frozen_sh = jax.tree.map(lambda x: x.sharding, frozen)
   if abstract:
     state = jax.tree.map(
@@ -197,14 +198,14 @@ def build_run(config, mesh, rng_init, *, log=print, abstract: bool = False) -> R
   loss_cfg = steps_lib.LossConfig(mode=mode, **config.loss.to_dict())
   batch_sh = sharding.batch_sharding(mesh)
   train_step = jax.jit(
-    steps_lib.make_train_step(parts, loss_cfg, schedules),
+    steps_lib.make_train_step(parts, loss_cfg, schedules, mesh=mesh),
     in_shardings=(state_sh, frozen_sh, batch_sh, None),
     out_shardings=(state_sh, None),
     donate_argnums=(0,),
   )
   predict = {
     role: jax.jit(
-      steps_lib.make_predict_fn(part),
+      steps_lib.make_predict_fn(part, mesh=mesh),
       in_shardings=(state_sh[role]["params"], frozen_sh[role], batch_sh),
     )
     for role, part in parts.items()
@@ -411,6 +412,8 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
     # The deliverable: each trained model as a converted-model directory that
     # internvqa_jax.models.load() (and the PyTorch exporters) read.
     params = sharding_to_host(tree_paths.merge_trees(state[role]["params"], frozen[role]))
+    # Converted-model directories hold float32; the frozen part ran in the compute dtype.
+    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     if is_main:
       write_eval_predictions(
         os.path.join(workdir, f"eval_predictions_{role}.csv"), eval_preds[role], data.eval_records

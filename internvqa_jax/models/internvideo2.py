@@ -19,6 +19,7 @@ specification for every numerical choice made here.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -27,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.pallas.ops.tpu import flash_attention as pallas_flash
+from jax.sharding import PartitionSpec as P
 
 from internvqa_jax.data import recipes
 from internvqa_jax.models import initializers, module_kwargs, posembed
@@ -116,9 +119,11 @@ def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
   return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
-ATTENTION_IMPLS = (None, "xla", "cudnn", "chunked")
-# attention_impl=None uses chunked_attention on CPU from 256 x 256 scores per head up.
+ATTENTION_IMPLS = (None, "xla", "cudnn", "chunked", "pallas")
+# attention_impl=None uses the long-sequence kernel of the target platform (chunked_attention
+# on CPU, Pallas flash attention on TPU) from 256 x 256 scores per head up.
 CHUNKED_MIN_SCORES = 256 * 256
+FLASH_BLOCK = 128  # The Pallas TPU kernel's sequence tile: lengths are padded to a multiple.
 
 
 def chunked_attention(q, k, v, scale: float, chunk: int = 1536):
@@ -158,22 +163,92 @@ def chunked_attention(q, k, v, scale: float, chunk: int = 1536):
   return o.reshape(b, chunks * size, n, h)[:, :t]
 
 
+def padded_attention(q, k, v, scale: float, kernel, block: int = FLASH_BLOCK):
+  """(B, T, N, H) attention through a kernel that needs lengths divisible by `block`.
+
+  Queries and keys are zero-padded to the next multiple of `block`; real tokens
+  get segment id 1 and padding 0, so a segment-masking kernel lets no real
+  query see a padded key (padded queries see only padded keys and are dropped).
+  `kernel(q, k, v, segment_ids, sm_scale)` takes (B, N, L, H) and segment ids
+  (B, L) for queries and keys, or None when nothing is padded.
+  """
+  b, t = q.shape[:2]
+  s = k.shape[1]
+  tp, sp = -(-t // block) * block, -(-s // block) * block
+  pad = lambda x, length: jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, 0)))
+  q, k, v = pad(q, tp), pad(k, sp), pad(v, sp)
+  segment_ids = None
+  if (tp, sp) != (t, s):
+    ids = lambda real, length: jnp.broadcast_to(
+      (jnp.arange(length) < real).astype(jnp.int32), (b, length)
+    )
+    segment_ids = pallas_flash.SegmentIds(q=ids(t, tp), kv=ids(s, sp))
+  heads_first = lambda x: x.transpose(0, 2, 1, 3)
+  o = kernel(heads_first(q), heads_first(k), heads_first(v), segment_ids, scale)
+  return heads_first(o)[:, :t]
+
+
+def _pallas_tpu_flash(q, k, v, segment_ids, sm_scale):
+  return pallas_flash.flash_attention(q, k, v, segment_ids=segment_ids, sm_scale=sm_scale)
+
+
+def flash_attention(q, k, v, scale: float):
+  """Pallas TPU flash attention: scores stay in on-chip memory, never in HBM.
+
+  Mosaic kernels are not partitioned by XLA, so the kernel runs per device
+  under shard_map, the batch split over every axis of the mesh the step is
+  traced under (steps.make_train_step(mesh=...)); the 1B teacher's 2,049
+  tokens are padded to 2,176 (`padded_attention`).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    raise ValueError(
+      "attention_impl 'pallas' runs under shard_map and needs the device mesh at trace time: "
+      "trace under jax.sharding.use_abstract_mesh(mesh.abstract_mesh) "
+      "(steps.make_train_step(..., mesh=mesh) does)"
+    )
+  if q.shape[0] % mesh.size:
+    raise ValueError(
+      f"attention_impl 'pallas' splits the batch over all {mesh.size} devices of the mesh "
+      f"{dict(mesh.shape)}; batch {q.shape[0]} is not divisible"
+    )
+  spec = P(tuple(mesh.axis_names))
+  local = functools.partial(padded_attention, scale=scale, kernel=_pallas_tpu_flash)
+  return jax.shard_map(
+    local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
+  )(q, k, v)
+
+
+def target_platform() -> str:
+  """The platform the code is being traced for: the mesh's when tracing under one (an
+  ahead-of-time compile for TPU from a CPU host), else the default backend."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return jax.default_backend() if mesh.empty else mesh.abstract_device.platform
+
+
 def attention(q, k, v, scale: float, impl: str | None):
   """Softmax attention on (B, T, N, H).
 
-  impl None picks: 'chunked' on CPU for sequences of at least
-  CHUNKED_MIN_SCORES scores per head (there it is 2x faster than XLA's generic
-  path), else jax.nn.dot_product_attention's own choice (XLA or cuDNN); tiny
-  test-size models stay on the generic path, where a per-head loop only adds
-  overhead. 'xla' and 'cudnn' force jax.nn.dot_product_attention with that
-  implementation; 'chunked' forces chunked_attention.
+  impl None picks, for sequences of at least CHUNKED_MIN_SCORES scores per
+  head, the target platform's long-sequence kernel: 'chunked' on CPU (2x
+  faster than XLA's generic path there), 'pallas' (flash attention) on TPU (the generic path
+  writes every score to HBM: 0.65 GB per 1B layer); otherwise, and on GPU,
+  jax.nn.dot_product_attention's own choice. Tiny test-size models and the
+  one-query attention pool stay on the generic path, and so does a TPU trace
+  without a mesh (flash needs one). 'xla' and 'cudnn' force
+  jax.nn.dot_product_attention with that implementation; 'chunked' and
+  'pallas' force those kernels.
   """
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
-  if impl is None and jax.default_backend() == "cpu":
-    impl = "chunked" if q.shape[1] * k.shape[1] >= CHUNKED_MIN_SCORES else "xla"
+  if impl is None and q.shape[1] * k.shape[1] >= CHUNKED_MIN_SCORES:
+    # Flash needs the mesh (shard_map); a TPU trace without one keeps XLA's path.
+    on_mesh = not jax.sharding.get_abstract_mesh().empty
+    impl = {"cpu": "chunked", "tpu": "pallas" if on_mesh else None}.get(target_platform())
   if impl == "chunked":
     return chunked_attention(q, k, v, scale)
+  if impl == "pallas":
+    return flash_attention(q, k, v, scale)
   return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=impl)
 
 
@@ -288,26 +363,29 @@ class Block(nn.Module):
   attention_impl: str | None = None
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, drop_path_rate=None):
+    """drop_path_rate, when given, overrides the attribute (a traced per-block rate
+    when the blocks run under a scan)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    rate = self.drop_path_rate if drop_path_rate is None else drop_path_rate
     div = math.sqrt(2.0 * self.layer_id)
     h = RMSNorm(eps=1e-6, name="norm1", **kw)(x)
     h = Attention(
       self.num_heads, proj_init_div=div, attention_impl=self.attention_impl, name="attn", **kw
     )(h)
     h = LayerScale(self.layerscale_init, self.param_dtype, name="ls1")(h)
-    x = x + self._drop_path(h, train)
+    x = x + self._drop_path(h, train, rate)
     h = RMSNorm(eps=1e-6, name="norm2", **kw)(x)
     h = Mlp(
       self.mlp_hidden, fc2_init_div=div, gelu_approximate=self.gelu_approximate, name="mlp", **kw
     )(h)
     h = LayerScale(self.layerscale_init, self.param_dtype, name="ls2")(h)
-    return x + self._drop_path(h, train)
+    return x + self._drop_path(h, train, rate)
 
-  def _drop_path(self, h, train):
-    if not train or self.drop_path_rate == 0.0:
+  def _drop_path(self, h, train, rate):
+    if not train or (isinstance(rate, float) and rate == 0.0):
       return h
-    return drop_path(h, self.drop_path_rate, self.make_rng("drop_path"))
+    return drop_path(h, rate, self.make_rng("drop_path"))
 
 
 class CrossAttention(nn.Module):
@@ -424,6 +502,8 @@ class InternVideo2(nn.Module):
   fc_drop_rate: float = 0.0
   frozen_blocks: int = 0  # patch_embed/cls/pos and blocks [0, k) under stop_gradient.
   remat: bool = False
+  # Identical blocks run under jax.lax.scan (one compiled block); False unrolls them.
+  scan_blocks: bool = True
   dtype: str = "float32"
   param_dtype: str = "float32"
   # None: 'chunked' on CPU for long sequences, else jax.nn.dot_product_attention's choice;
@@ -497,27 +577,10 @@ class InternVideo2(nn.Module):
     cls_tokens = jnp.broadcast_to(cls_token.astype(dtype), (x.shape[0], 1, c))
     x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embed.astype(dtype)
 
-    block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
-    rates = np.linspace(0.0, self.drop_path_rate, self.depth)
-    tokens = None
-    for i in range(self.depth):
-      x = block_cls(
-        self.num_heads,
-        self.mlp_hidden,
-        layer_id=i + 1,
-        drop_path_rate=float(rates[i]),
-        layerscale_init=self.layerscale_init,
-        gelu_approximate=self.gelu_approximate,
-        attention_impl=self.attention_impl,
-        name=f"blocks_{i}",
-        **kw,
-      )(x, train)
-      if i + 1 == self.frozen_blocks:
-        # Frozen-trunk boundary: nothing upstream receives gradient, and XLA can
-        # drop the backward pass through it.
-        x = jax.lax.stop_gradient(x)
-      if i == return_tokens_after:
-        tokens = x
+    if self.is_initializing():
+      x, tokens = self._init_blocks(x, return_tokens_after)
+    else:
+      x, tokens = self._apply_blocks(x, train, return_tokens_after)
 
     pooled = AttentionPooling(
       self.pool_heads,
@@ -551,6 +614,88 @@ class InternVideo2(nn.Module):
       )
       out["contributions"], out["contribution_offset"] = c, offset
     return out
+
+  def _block(self, layer_id: int, parent=None) -> Block:
+    return Block(
+      self.num_heads,
+      self.mlp_hidden,
+      layer_id=layer_id,
+      layerscale_init=self.layerscale_init,
+      gelu_approximate=self.gelu_approximate,
+      attention_impl=self.attention_impl,
+      dtype=jnp.dtype(self.dtype),
+      param_dtype=jnp.dtype(self.param_dtype),
+      parent=parent,
+      name=f"blocks_{layer_id - 1}" if parent is not None else None,
+    )
+
+  def _init_blocks(self, x, return_tokens_after):
+    """Creates `blocks_<i>` one by one (each with its own layer_id-scaled init)."""
+    tokens = None
+    for i in range(self.depth):
+      x = self._block(i + 1, parent=self)(x, False)
+      if i == return_tokens_after:
+        tokens = x
+    return x, tokens
+
+  def _block_runs(self, params, return_tokens_after) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of blocks run as one loop: split where the frozen trunk ends
+    (stop_gradient), after the block whose tokens are returned, and where the
+    parameter dtypes change (a bfloat16-stored frozen trunk next to float32
+    trainable blocks: stacking them together would upcast the trunk)."""
+    cuts = {0, self.depth, self.frozen_blocks}
+    if return_tokens_after is not None:
+      cuts.add(return_tokens_after + 1)
+    dtypes = [
+      tuple(x.dtype for x in jax.tree.leaves(params[f"blocks_{i}"])) for i in range(self.depth)
+    ]
+    cuts.update(i for i in range(1, self.depth) if dtypes[i] != dtypes[i - 1])
+    cuts = sorted(cuts)
+    return [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
+
+  def _apply_blocks(self, x, train, return_tokens_after):
+    """Runs the blocks as one function of (block params, rate, index), under
+    jax.lax.scan over stacked parameters (scan_blocks) or unrolled.
+
+    The parameters stay `blocks_<i>` in the tree (checkpoints, optimizer and
+    sharding rules see one path per block); a run of blocks is stacked here,
+    inside the step. The compiler then sees one block instead of `depth`
+    (compile time), and FSDP gathers one block's parameters per iteration.
+    Both forms draw block i's drop-path randomness from fold_in(rng, i), so
+    they compute the same function.
+    """
+    template = self._block(1)  # Unbound: applied to each block's parameters.
+    params = self.variables["params"]
+    use_drop = train and self.drop_path_rate > 0.0
+    rates = np.linspace(0.0, self.drop_path_rate, self.depth).astype(np.float32)
+    base_rng = self.make_rng("drop_path") if use_drop else None
+
+    def body(x, p, rate, i):
+      if not use_drop:
+        return template.apply({"params": p}, x, train, 0.0)
+      rngs = {"drop_path": jax.random.fold_in(base_rng, i)}
+      return template.apply({"params": p}, x, train, rate, rngs=rngs)
+
+    if self.remat:
+      body = jax.checkpoint(body, prevent_cse=not self.scan_blocks)
+    tokens = None
+    for lo, hi in self._block_runs(params, return_tokens_after):
+      if self.scan_blocks and hi - lo > 1:
+        stacked = jax.tree.map(
+          lambda *a: jnp.stack(a), *[params[f"blocks_{i}"] for i in range(lo, hi)]
+        )
+        xs = (stacked, jnp.asarray(rates[lo:hi]), jnp.arange(lo, hi))
+        x, _ = jax.lax.scan(lambda c, xs: (body(c, *xs), None), x, xs)
+      else:
+        for i in range(lo, hi):
+          x = body(x, params[f"blocks_{i}"], rates[i], i)
+      if hi == self.frozen_blocks:
+        # Frozen-trunk boundary: nothing upstream receives gradient, and XLA can
+        # drop the backward pass through it.
+        x = jax.lax.stop_gradient(x)
+      if return_tokens_after is not None and hi == return_tokens_after + 1:
+        tokens = x
+    return x, tokens
 
   def _pos_embed_init(self, key, shape, dtype=jnp.float32):
     del key  # Deterministic table.
