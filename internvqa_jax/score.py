@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -44,6 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 import internvqa_jax
@@ -254,8 +256,6 @@ def _is_unset(option: str, value: Any) -> bool:
 
 
 def _make_predict(module, params):
-  import jax
-
   @jax.jit
   def predict(p, x):
     score = module.apply({"params": p}, x, train=False)["score"]
@@ -694,8 +694,6 @@ def _safe(name: str) -> str:
 
 def curve_path(curves_dir: str, video: str) -> str:
   """PNG of one video's curve: its file name plus a hash of the full path (names may repeat)."""
-  import hashlib
-
   digest = hashlib.sha1(os.fsencode(video)).hexdigest()[:8]
   return os.path.join(curves_dir, f"{_safe(os.path.basename(video))}.{digest}.png")
 
