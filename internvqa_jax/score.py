@@ -413,6 +413,8 @@ def _prepare(paths, scorers, opts: ScoringOptions, out: queue.Queue, stop: threa
     return False
 
   for path in paths:
+    if stop.is_set():
+      return
     t0 = time.perf_counter()
     try:
       probe_kw, read_kw = _read_options(path, geometry, opts.threads, opts.keep_bit_depth)
@@ -565,6 +567,9 @@ def score_with(
         on_video(result)
   finally:
     stop.set()
+    # No decoding thread may outlive the call: one still inside FFmpeg or XLA at interpreter
+    # exit can abort the process (an error exit must stay a clean exit 1).
+    worker.join()
   return results, skipped
 
 
