@@ -6,10 +6,12 @@ device's program) the size of the full buffer it exchanges, per device:
   reduce-scatter  its operand (the tensor before scattering);
   all-reduce      its result;
   all-to-all, collective-permute  their result.
-Async pairs (`*-start` / `*-done`) count once, at the start. Instructions
-inside loop bodies count once (the text does not say how often a loop runs),
-so for a scanned model these are per-iteration figures. A ring
-implementation sends about (n-1)/n of these bytes over the links.
+Async pairs (`*-start` / `*-done`) count once, at the start. An instruction
+counts as often as its computation runs: a while loop's body runs its
+`known_trip_count` times (the compiler writes it in the loop's backend_config;
+a scanned model's blocks are such a loop), nested loops multiply, and a loop
+whose trip count is not written counts once (reported in `unknown_trip_loops`).
+A ring implementation sends about (n-1)/n of these bytes over the links.
 """
 
 from __future__ import annotations
@@ -55,11 +57,89 @@ def _shape_bytes(text: str) -> list[int]:
   return out
 
 
+# A computation's header: "%name (params) -> result {" or "ENTRY %name ... {", at column 0.
+_HEADER = re.compile(r"^(?:ENTRY\s+)?%?(?P<name>[\w.\-]+)\b.*\{\s*$")
+# Computations an instruction runs: while body/condition, fusion and call targets, reducers,
+# conditional branches.
+_CALLEE = re.compile(
+  r"\b(?P<kind>body|condition|calls|to_apply)=%?(?P<names>[\w.\-]+)"
+  r"|\b(?P<branch>branch_computations)=\{(?P<branches>[^}]*)\}"
+)
+_CALLEE_NAME = re.compile(r"%([\w.\-]+)")
+_TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
+  """{computation name: its instruction lines}, and the entry computation's name."""
+  comps: dict[str, list[str]] = {}
+  entry, current = None, None
+  for line in hlo_text.splitlines():
+    if current is None:
+      m = _HEADER.match(line)
+      if m:
+        current = m.group("name")
+        comps[current] = []
+        if line.startswith("ENTRY"):
+          entry = current
+    elif line.startswith("}"):
+      current = None
+    else:
+      comps[current].append(line)
+  return comps, entry
+
+
+def run_counts(hlo_text: str) -> tuple[dict[str, int], int]:
+  """{computation: times it runs per program run}, and the number of loops without a known
+  trip count (counted once)."""
+  comps, entry = _computations(hlo_text)
+  calls: dict[str, list[tuple[str, int]]] = {name: [] for name in comps}  # callee -> callers
+  unknown = 0
+  for name, lines in comps.items():
+    for line in lines:
+      trips = 1
+      if " while(" in line:
+        m = _TRIP_COUNT.search(line)
+        trips = int(m.group(1)) if m else 1
+        unknown += m is None
+      for m in _CALLEE.finditer(line):
+        kind = m.group("kind") or m.group("branch")
+        names = [m.group("names")] if m.group("kind") else _CALLEE_NAME.findall(m.group("branches"))
+        for callee in names:
+          if callee in calls:
+            calls[callee].append((name, trips if kind in ("body", "condition") else 1))
+  memo: dict[str, int] = {}
+
+  def runs(name: str) -> int:
+    if name not in memo:
+      if name == entry or not calls[name]:  # the entry, or an unreachable computation
+        memo[name] = int(name == entry)
+      else:
+        memo[name] = sum(runs(caller) * factor for caller, factor in calls[name])
+    return memo[name]
+
+  return {name: runs(name) for name in comps}, unknown
+
+
+def loop_trip_counts(hlo_text: str) -> list[int]:
+  """The trip count of each while loop in the program (0 where the compiler wrote none)."""
+  out = []
+  for line in hlo_text.splitlines():
+    if " while(" in line:
+      m = _TRIP_COUNT.search(line)
+      out.append(int(m.group(1)) if m else 0)
+  return out
+
+
 def collective_bytes(hlo_text: str) -> dict[str, int]:
-  """{kind: bytes per device per program run} for every kind in KINDS (0 when absent)."""
+  """{kind: bytes per device per program run} and {kind_count: instructions run} for every kind
+  in KINDS (0 when absent), plus `unknown_trip_loops`."""
   totals = dict.fromkeys(KINDS, 0)
   counts = dict.fromkeys(KINDS, 0)
-  for line in hlo_text.splitlines():
+  comps, entry = _computations(hlo_text)
+  runs, unknown = run_counts(hlo_text)
+  if entry is None:  # a bare instruction list: each line runs once
+    comps, runs = {"": hlo_text.splitlines()}, {"": 1}
+  for line, times in ((line, runs[c]) for c, lines in comps.items() for line in lines):
     m = _INSTR.search(line)
     if not m:
       continue
@@ -75,6 +155,10 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
       size = sum(result[len(result) // 2 :])
     else:
       size = sum(result)
-    totals[op] += size
-    counts[op] += 1
-  return {**totals, **{f"{k}_count": v for k, v in counts.items()}}
+    totals[op] += size * times
+    counts[op] += times
+  return {
+    **totals,
+    **{f"{k}_count": v for k, v in counts.items()},
+    "unknown_trip_loops": unknown,
+  }

@@ -41,11 +41,6 @@ from internvqa_jax import steps as steps_lib
 
 GiB = 2**30
 
-# What attention_impl=None resolves to when the step runs on that platform. A
-# model decides at trace time from jax.default_backend(), which here is the
-# planning host's, so for other platforms the planner states the choice.
-TARGET_ATTENTION_IMPL = {"tpu": "xla"}
-
 # Training clips per epoch (one clip per training video of the authors' split,
 # configs/common.STEPS_PER_EPOCH x 8) and the videos' frame size, per dataset.
 DATASETS = {
@@ -107,7 +102,14 @@ def make_target(topology: str) -> Target:
   from jax.experimental import topologies
 
   try:
-    desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+    # Chips with two TensorCores (v4, v5p) run as one device per chip ("megacore"), as JAX runs
+    # them and as jax.make_mesh requires; single-core generations have no such configuration.
+    try:
+      desc = topologies.get_topology_desc(
+        platform="tpu", topology_name=topology, chip_config_name="megacore"
+      )
+    except Exception:
+      desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
   except Exception as e:  # libtpu missing or the name unknown: say which.
     raise PlanError(
       f"--topology {topology}: libtpu could not describe it ({str(e).splitlines()[0][:300]}). "
@@ -131,19 +133,29 @@ def _roles(config) -> list[str]:
   return ["model"] if config.mode == "finetune" else ["teacher", "student"]
 
 
-def prepare_config(config, target: Target) -> dict[str, str]:
-  """Fixes host-dependent model choices for the target; returns what it set, per role."""
-  impl = TARGET_ATTENTION_IMPL.get(target.platform)
-  done = {}
-  if impl is None or target.platform == jax.default_backend():
-    return done
+def _unrolled(config):
+  """A copy of config whose models run their blocks unrolled (same parameters, same maths)."""
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    for role in _roles(c):
+      module = model_setup.build_module(c[role], c.compute_dtype)
+      if getattr(module, "scan_blocks", False):
+        c[role].kwargs.scan_blocks = False
+  return c
+
+
+def attention_choices(config, target: Target) -> dict[str, str]:
+  """Per role, the attention the compiled step uses (reported, never changed: the planner
+  compiles what `train` runs). attention_impl=None is resolved by the model at trace time for
+  the platform of the mesh it is traced under (models/internvideo2.attention), so an AOT
+  compile for TPU from a CPU host gets the TPU choice: Pallas flash attention for long
+  sequences."""
+  out = {}
   for role in _roles(config):
     module = model_setup.build_module(config[role], config.compute_dtype)
-    if hasattr(module, "attention_impl") and module.attention_impl is None:
-      with config.unlocked():
-        config[role].kwargs.attention_impl = impl
-      done[role] = impl
-  return done
+    if hasattr(module, "attention_impl"):
+      out[role] = module.attention_impl or f"auto for {target.platform}"
+  return out
 
 
 def abstract_batch(parts: dict, batch: int, mesh) -> dict[str, jax.ShapeDtypeStruct]:
@@ -259,7 +271,8 @@ def compile_one(fn, args) -> dict[str, Any]:
     "generated_code": int(getattr(mem, "generated_code_size_in_bytes", 0) or 0),
   }
   b["total"] = b["arguments"] + b["temporaries"] + b["outputs"] - b["aliased"]
-  coll = hlo_collectives.collective_bytes(compiled.as_text())
+  text = compiled.as_text()
+  coll = hlo_collectives.collective_bytes(text)
   try:
     formats = compiled.input_formats[0]
   except Exception:  # Not every backend reports input layouts; plain sizes then.
@@ -270,8 +283,11 @@ def compile_one(fn, args) -> dict[str, Any]:
     per_chip_bytes=b,
     compiled_flops_per_chip=float(cost.get("flops", 0.0)),
     bytes_accessed_per_chip=float(cost.get("bytes accessed", 0.0)),
-    collective_bytes_per_chip={k: v for k, v in coll.items() if not k.endswith("_count")},
-    collective_counts={k[: -len("_count")]: v for k, v in coll.items() if k.endswith("_count")},
+    collective_bytes_per_chip={k: coll[k] for k in hlo_collectives.KINDS},
+    collective_counts={k: coll[f"{k}_count"] for k in hlo_collectives.KINDS},
+    # XLA's cost analysis counts a loop body once: with loops (scanned blocks) the compiled
+    # FLOPs and bytes accessed above are lower bounds; the collectives are per run.
+    loop_trip_counts=hlo_collectives.loop_trip_counts(text),
     compile_seconds=round(seconds, 1),
   )
 
@@ -338,11 +354,18 @@ def plan(
   decode: dict | None = None,
   epoch_clips: int | None = None,
   hbm_bytes: int | None = None,
+  unrolled_costs: bool = False,
   log: Callable[..., None] = lambda *a: None,
 ) -> dict[str, Any]:
-  """Compiles config's train step (and predict steps) for `target`; returns the report dict."""
+  """Compiles config's train step (and predict steps) for `target`; returns the report dict.
+
+  XLA's cost analysis counts a loop body once, so with scanned blocks the compiled FLOPs and
+  bytes accessed are lower bounds (`costs_from`). unrolled_costs=True compiles a second copy of
+  the train step with every model's blocks unrolled (scan_blocks=False, the same arithmetic)
+  and takes those two figures and the roofline from it; memory stays the scanned program's.
+  """
   config = config.copy_and_resolve_references()
-  set_impl = prepare_config(config, target)
+  attention = attention_choices(config, target)
   n = target.num_devices
   batch = int(config.batch_size)
   if batch % n:
@@ -363,6 +386,22 @@ def plan(
     log(f"compiling the train step for {target.name} ({n} devices, mesh {dict(mesh.shape)}) ...")
     step = compile_one(run.train_step, (run.state, run.frozen, b, rng))
     mflops = model_flops(run, run.state, run.frozen, b, rng)
+    step["costs_from"] = "compiled step"
+    if step["compiled"] and step["loop_trip_counts"]:
+      step["costs_from"] = "compiled step, loop bodies counted once (lower bounds)"
+      if unrolled_costs:
+        log("compiling an unrolled copy of the train step for its FLOPs and bytes ...")
+        unrolled = _unrolled(config)
+        urun = train.build_run(
+          unrolled, mesh, jax.random.key(0), log=lambda *a: None, abstract=True
+        )
+        u = compile_one(urun.train_step, (urun.state, urun.frozen, b, rng))
+        if u["compiled"]:
+          step.update(
+            compiled_flops_per_chip=u["compiled_flops_per_chip"],
+            bytes_accessed_per_chip=u["bytes_accessed_per_chip"],
+            costs_from=f"unrolled copy (compiled in {u['compile_seconds']} s)",
+          )
     predicts = {}
     if predict:
       eval_batch = max(n, -(-int(config.data.get("eval_batch_size", batch)) // n) * n)
@@ -404,7 +443,7 @@ def plan(
     num_devices=n,
     mesh=dict(mesh.shape),
     global_batch=batch,
-    attention_impl_set=set_impl,
+    attention_impl=attention,
     remat={r: bool(getattr(p.module, "remat", False)) for r, p in run.parts.items()},
     hbm_bytes=hbm,
     argument_breakdown=args_breakdown,
@@ -589,8 +628,8 @@ def format_report(r: dict) -> str:
     f"{r['chip'] or r['platform']}), mesh {r['mesh']}, global batch {r['global_batch']}, "
     f"remat {r['remat']}",
   ]
-  if r["attention_impl_set"]:
-    lines.append(f"attention_impl for the target: {r['attention_impl_set']}")
+  if r["attention_impl"]:
+    lines.append(f"attention_impl: {r['attention_impl']}")
   if not r["compiled"]:
     oom = r["out_of_memory"]
     lines += [
@@ -621,7 +660,7 @@ def format_report(r: dict) -> str:
     "",
     f"fits: {'yes' if r['fits'] else 'NO'} ({r['fits_basis']}); compile {r['compile_seconds']} s",
     f"compiled FLOPs per device per step: {r['compiled_flops_per_chip'] / 1e12:.3f} T; "
-    f"bytes accessed: {r['bytes_accessed_per_chip'] / 1e9:.2f} GB",
+    f"bytes accessed: {r['bytes_accessed_per_chip'] / 1e9:.2f} GB (from the {r['costs_from']})",
     f"model FLOPs per step (all devices, remat off): {r['model_flops_per_step'] / 1e12:.3f} T",
     "collectives per device per step: "
     + ", ".join(f"{k} {v / 1e9:.3f} GB" for k, v in r["collective_bytes_per_chip"].items() if v)
@@ -735,7 +774,9 @@ def main(argv):
         result = search(config, target, log=log, max_batch=fl.max_batch, **kw)
         text = format_search(result)
       else:
-        result = plan(config, target, predict=fl.predict, log=log, **kw)
+        result = plan(
+          config, target, predict=fl.predict, unrolled_costs=fl.unrolled_costs, log=log, **kw
+        )
         text = format_report(result)
   except PlanError as e:
     print(f"plan: {e}", file=sys.stderr)
@@ -763,6 +804,11 @@ def run_cli():
     "smallest", None, "Smallest slice of this generation that fits (v5e, v4, ...)."
   )
   flags.DEFINE_bool("predict", True, "Also compile the eval predict step(s).")
+  flags.DEFINE_bool(
+    "unrolled_costs",
+    False,
+    "Exact compiled FLOPs and bytes for scanned models: also compile an unrolled copy (slow).",
+  )
   flags.DEFINE_integer("max_batch", 4096, "--search: largest global batch tried.")
   flags.DEFINE_integer("epoch_clips", 0, "Training clips per epoch (default: known datasets).")
   flags.DEFINE_float("hbm_gib", 0.0, "Memory per device to plan against (cpu:N, unknown GPUs).")

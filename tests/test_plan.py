@@ -13,8 +13,11 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from internvqa_jax import flop_count, hlo_collectives, plan, sharding, train
 from tests.train_configs import tiny
@@ -254,6 +257,64 @@ def test_collective_bytes_read_from_hlo():
   assert b["all-to-all"] == 0 and b["collective-permute"] == 0
 
 
+_LOOPED_HLO = """
+%inner_body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %ag = f32[32]{0} all-gather(f32[8]{0} %x), replica_groups={{0,1,2,3}}, dimensions={0}
+}
+%inner_cond (p: (s32[], f32[8])) -> pred[] {
+  %c = pred[] compare(s32[] %i, s32[] %n), direction=LT
+}
+%outer_body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %w = (s32[], f32[8]{0}) while((s32[], f32[8]{0}) %t), condition=%inner_cond, body=%inner_body, backend_config={"known_trip_count":{"n":"3"}}
+  %ar = f32[16]{0} all-reduce(f32[16]{0} %y), replica_groups={{0,1,2,3}}, to_apply=%add
+}
+%outer_cond (p: (s32[], f32[8])) -> pred[] {
+  %c = pred[] compare(s32[] %i, s32[] %n), direction=LT
+}
+%unknown_body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %ar2 = f32[4]{0} all-reduce(f32[4]{0} %y), replica_groups={{0,1,2,3}}, to_apply=%add
+}
+ENTRY %main (a: f32[8]) -> f32[8] {
+  %w1 = (s32[], f32[8]{0}) while((s32[], f32[8]{0}) %t), condition=%outer_cond, body=%outer_body, backend_config={"known_trip_count":{"n":"5"}}
+  %w2 = (s32[], f32[8]{0}) while((s32[], f32[8]{0}) %t), condition=%outer_cond, body=%unknown_body
+  %ag0 = f32[64]{0} all-gather(f32[16]{0} %a), replica_groups={{0,1,2,3}}, dimensions={0}
+}
+"""
+
+
+def test_collectives_in_loop_bodies_count_once_per_iteration():
+  b = hlo_collectives.collective_bytes(_LOOPED_HLO)
+  # Entry gather once; the inner loop runs 3 times per outer iteration, the outer 5 times.
+  assert b["all-gather"] == 64 * 4 + 5 * 3 * 32 * 4
+  assert b["all-gather_count"] == 1 + 15
+  # The outer body's all-reduce 5 times; the loop without a trip count once, and reported.
+  assert b["all-reduce"] == 5 * 16 * 4 + 4 * 4
+  assert b["unknown_trip_loops"] == 1
+  assert hlo_collectives.loop_trip_counts(_LOOPED_HLO) == [3, 5, 0]
+
+
+def test_collectives_of_a_compiled_scan_count_every_iteration():
+  # A 6-step scan whose weights are sharded over 4 devices: every iteration exchanges either its
+  # gathered (64, 64) weight or its (8, 64) partial product (XLA picks), never nothing.
+  mesh = jax.make_mesh((4,), ("fsdp",), devices=jax.devices("cpu")[:4])
+  replicated = NamedSharding(mesh, P())
+
+  def loss(ws, x):
+    def body(x, w):
+      return jnp.tanh(x @ jax.lax.with_sharding_constraint(w, replicated)), None
+
+    return jax.lax.scan(body, x, ws)[0].sum()
+
+  ws = jax.ShapeDtypeStruct((6, 64, 64), jnp.float32, sharding=NamedSharding(mesh, P(None, "fsdp")))
+  x = jax.ShapeDtypeStruct((8, 64), jnp.float32, sharding=replicated)
+  text = jax.jit(loss).lower(ws, x).compile().as_text()
+  assert 6 in hlo_collectives.loop_trip_counts(text)
+  b = hlo_collectives.collective_bytes(text)
+  assert b["all-gather_count"] + b["all-reduce_count"] >= 6
+  assert b["all-gather"] + b["all-reduce"] >= 6 * 8 * 64 * 4
+  assert b["unknown_trip_loops"] == 0
+
+
 # ------------------------------------------------------------------ search --
 
 
@@ -292,3 +353,71 @@ def test_out_of_memory_numbers_read_from_the_compiler_message():
   oom = plan._oom_numbers(msg)
   assert oom["used_bytes"] == int(100.07 * 2**30) and oom["capacity_bytes"] == int(15.75 * 2**30)
   assert oom["used_for"] == "HLO temporaries" and oom["memory_space"] == "HBM"
+
+
+# -------------------------------------------------------------- plan table --
+
+
+def _plan_table():
+  spec = importlib.util.spec_from_file_location(
+    "plan_table", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "plan_table.py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_plan_table_derives_waterloo_rows_from_their_bvihd_twin():
+  t = _plan_table()
+  twin = dict(
+    config="internvqa_small_bvihd",
+    generation="v5e",
+    smallest="v5e:2x2",
+    tried=[],
+    per_chip_gib=1.5,
+    model_tflop_per_step=2.0,
+    clips_per_s_at_40=100.0,
+    epoch_seconds_at_40=3.12,
+    host_cores=10.0,
+  )
+  r = t.derived_row("internvqa_small_waterloo", twin)
+  assert r["derived_from"] == "internvqa_small_bvihd" and r["smallest"] == "v5e:2x2"
+  assert r["per_chip_gib"] == 1.5 and r["model_tflop_per_step"] == 2.0
+  assert r["epoch_seconds_at_40"] == pytest.approx(960 / 100.0)  # Waterloo: 960 clips per epoch
+  assert r["host_cores"] == pytest.approx(40.0)  # 3840x2160 frames: 4x the 1080p decode cost
+  # Every Waterloo config's twin trains the identical step: only schedule lengths differ.
+  for name, twin_name in t.TWINS.items():
+    a, b = t.load(name).to_dict(), t.load(twin_name).to_dict()
+    for c in (a, b):
+      c.pop("total_steps"), c.pop("eval_every"), c.pop("data")
+      for opt in ("optim", "teacher_optim"):
+        c.get(opt, {}).pop("warmup_steps", None)
+    assert a == b, name
+
+
+def test_plan_table_markdown_and_preset_ratios():
+  t = _plan_table()
+  row = lambda name, gib, tflop: dict(
+    config=name,
+    generation="v5e",
+    smallest="v5e:2x2",
+    tried=[],
+    per_chip_gib=gib,
+    model_tflop_per_step=tflop,
+    epoch_seconds_at_40=5.8,
+    host_cores=25.0,
+  )
+  rows = [
+    row("internvqa_dist_small_bvihd", 2.0, 40.0),
+    row("internvqa_dist_small_bvihd_authors_code", 4.0, 80.0),
+    dict(
+      config="teacher_6b_finetune_bvihd",
+      generation="v5e",
+      smallest=None,
+      tried=[dict(topology="v5e:16x16", fits=False)],
+    ),
+  ]
+  text = t.markdown(rows)
+  assert "| `internvqa_dist_small_bvihd` | 40.0 | 2x2: 2.0 GiB, 6 s, 25 cores |" in text
+  assert "| `teacher_6b_finetune_bvihd` | - | none up to v5e:16x16 |" in text
+  assert "- v5e: `paper` / `authors_code` model FLOPs per step 0.50; per-chip memory 0.50" in text
