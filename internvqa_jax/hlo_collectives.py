@@ -8,9 +8,11 @@ device's program) the size of the full buffer it exchanges, per device:
   all-to-all, collective-permute  their result.
 Async pairs (`*-start` / `*-done`) count once, at the start. An instruction
 counts as often as its computation runs: a while loop's body runs its
-`known_trip_count` times (the compiler writes it in the loop's backend_config;
-a scanned model's blocks are such a loop), nested loops multiply, and a loop
-whose trip count is not written counts once (reported in `unknown_trip_loops`).
+trip count (the `known_trip_count` the compiler writes in the loop's
+backend_config, or, where it writes none as XLA:TPU does, N from the scan-form
+condition `counter < N`; a scanned model's blocks are such a loop), nested loops
+multiply, and a loop whose trip count is unknown counts once (reported in
+`unknown_trip_loops`).
 A ring implementation sends about (n-1)/n of these bytes over the links.
 """
 
@@ -67,6 +69,29 @@ _CALLEE = re.compile(
 )
 _CALLEE_NAME = re.compile(r"%([\w.\-]+)")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_CONDITION = re.compile(r"\bcondition=%?([\w.\-]+)")
+_S32_CONSTANT = re.compile(r"=\s*s32\[\]\S*\s+constant\((\d+)\)")
+
+
+def _trip_count(line: str, comps: dict[str, list[str]]) -> int:
+  """A while instruction's trip count: the compiler's `known_trip_count` where it writes one
+  (XLA:CPU/GPU), else read from its condition when that is the scan form `counter < N` (one
+  s32 constant, a less-than compare; XLA:TPU writes no trip count), else 0 (unknown)."""
+  m = _TRIP_COUNT.search(line)
+  if m:
+    return int(m.group(1))
+  c = _CONDITION.search(line)
+  cond = comps.get(c.group(1), []) if c else []
+  constants = [int(n) for n in (_S32_CONSTANT.search(x) for x in cond) if n for n in [n.group(1)]]
+  roots = [x for x in cond if "ROOT" in x]
+  if (
+    len(constants) == 1
+    and len(roots) == 1
+    and "compare(" in roots[0]
+    and "direction=LT" in roots[0]
+  ):
+    return constants[0]
+  return 0
 
 
 def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
@@ -98,9 +123,9 @@ def run_counts(hlo_text: str) -> tuple[dict[str, int], int]:
     for line in lines:
       trips = 1
       if " while(" in line:
-        m = _TRIP_COUNT.search(line)
-        trips = int(m.group(1)) if m else 1
-        unknown += m is None
+        trips = _trip_count(line, comps)
+        unknown += trips == 0
+        trips = trips or 1
       for m in _CALLEE.finditer(line):
         kind = m.group("kind") or m.group("branch")
         names = [m.group("names")] if m.group("kind") else _CALLEE_NAME.findall(m.group("branches"))
@@ -121,13 +146,9 @@ def run_counts(hlo_text: str) -> tuple[dict[str, int], int]:
 
 
 def loop_trip_counts(hlo_text: str) -> list[int]:
-  """The trip count of each while loop in the program (0 where the compiler wrote none)."""
-  out = []
-  for line in hlo_text.splitlines():
-    if " while(" in line:
-      m = _TRIP_COUNT.search(line)
-      out.append(int(m.group(1)) if m else 0)
-  return out
+  """The trip count of each while loop in the program (0 where it is unknown; `_trip_count`)."""
+  comps, _ = _computations(hlo_text)
+  return [_trip_count(line, comps) for line in hlo_text.splitlines() if " while(" in line]
 
 
 def collective_bytes(hlo_text: str) -> dict[str, int]:

@@ -293,6 +293,53 @@ def test_collectives_in_loop_bodies_count_once_per_iteration():
   assert hlo_collectives.loop_trip_counts(_LOOPED_HLO) == [3, 5, 0]
 
 
+_COUNTER_LOOP_HLO = """
+%cond (p: (s32[], f32[8])) -> pred[] {
+  %constant.5 = s32[]{:T(128)} constant(7)
+  %gte = s32[]{:T(128)} get-tuple-element(%p), index=0
+  ROOT %lt = pred[]{:T(512)} compare(%gte, %constant.5), direction=LT
+}
+%body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %ag = f32[32]{0} all-gather(f32[8]{0} %x), replica_groups={{0,1,2,3}}, dimensions={0}
+}
+ENTRY %main (a: f32[8]) -> f32[8] {
+  %w = (s32[], f32[8]{0}) while((s32[], f32[8]{0}) %t), condition=%cond, body=%body
+}
+"""
+
+
+def test_trip_count_read_from_a_counter_condition():
+  # XLA:TPU writes no known_trip_count: the scan-form condition `counter < 7` gives it.
+  assert hlo_collectives.loop_trip_counts(_COUNTER_LOOP_HLO) == [7]
+  b = hlo_collectives.collective_bytes(_COUNTER_LOOP_HLO)
+  assert b["all-gather"] == 7 * 32 * 4 and b["unknown_trip_loops"] == 0
+
+
+@needs_libtpu
+def test_collectives_of_a_scan_compiled_for_tpu_count_every_iteration():
+  target = plan.make_target("v5e:2x2")
+  mesh = jax.sharding.Mesh(np.array(target.devices), ("fsdp",))
+  replicated = NamedSharding(mesh, P())
+
+  def loss(ws, x):
+    def body(x, w):
+      return jnp.tanh(x @ jax.lax.with_sharding_constraint(w, replicated)), None
+
+    return jax.lax.scan(body, x, ws)[0].sum()
+
+  ws = jax.ShapeDtypeStruct(
+    (6, 256, 256), jnp.float32, sharding=NamedSharding(mesh, P(None, "fsdp"))
+  )
+  x = jax.ShapeDtypeStruct((8, 256), jnp.float32, sharding=replicated)
+  text = jax.jit(jax.grad(loss)).lower(ws, x).compile().as_text()
+  assert hlo_collectives.loop_trip_counts(text) == [6, 6]  # forward and backward scans
+  b = hlo_collectives.collective_bytes(text)
+  assert b["unknown_trip_loops"] == 0
+  moved = sum(b[k] for k in hlo_collectives.KINDS)
+  # Every iteration of both loops exchanges at least a (8, 256) bf16 activation block.
+  assert moved >= 2 * 6 * 8 * 256 * 2
+
+
 def test_collectives_of_a_compiled_scan_count_every_iteration():
   # A 6-step scan whose weights are sharded over 4 devices: every iteration exchanges either its
   # gathered (64, 64) weight or its (8, 64) partial product (XLA picks), never nothing.
