@@ -109,11 +109,16 @@ def _cell(r: dict | None) -> str:
   if r is None:
     return "not run"
   if not r.get("smallest"):
-    return f"none up to {r['tried'][-1]['topology']}" if r["tried"] else "none"
-  return (
-    f"{r['smallest'].split(':')[1]}: {r['per_chip_gib']} GiB, {r['epoch_seconds_at_40']:.0f} s, "
-    f"{r['host_cores']:.0f} cores"
-  )
+    compiled = [t for t in r["tried"] if t.get("per_chip_bytes")]
+    text = "none fits"
+    if compiled:
+      t = compiled[-1]
+      text += f" ({t['topology'].split(':')[1]} needs {t['per_chip_bytes'] / 2**30:.1f} GiB"
+      text += ")" if t is r["tried"][-1] else f"; larger: {r['tried'][-1].get('why', 'no fit')})"
+    return text
+  e = r["epoch_seconds_at_40"]
+  epoch = f"{e:.1f}" if e < 10 else f"{e:.0f}"
+  return f"{r['smallest'].split(':')[1]}: {r['per_chip_gib']} GiB, {epoch} s, {r['host_cores']:.0f} cores"
 
 
 def markdown(rows: list[dict]) -> str:

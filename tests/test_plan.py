@@ -461,10 +461,17 @@ def test_plan_table_markdown_and_preset_ratios():
       config="teacher_6b_finetune_bvihd",
       generation="v5e",
       smallest=None,
-      tried=[dict(topology="v5e:16x16", fits=False)],
+      tried=[
+        dict(topology="v5e:2x2", fits=False, per_chip_bytes=None),
+        dict(topology="v5e:2x4", fits=False, per_chip_bytes=17.5 * 2**30),
+        dict(topology="v5e:4x4", fits=False, why="batch not divisible by devices"),
+      ],
     ),
   ]
   text = t.markdown(rows)
-  assert "| `internvqa_dist_small_bvihd` | 40.0 | 2x2: 2.0 GiB, 6 s, 25 cores |" in text
-  assert "| `teacher_6b_finetune_bvihd` | - | none up to v5e:16x16 |" in text
+  assert "| `internvqa_dist_small_bvihd` | 40.0 | 2x2: 2.0 GiB, 5.8 s, 25 cores |" in text
+  assert (
+    "| `teacher_6b_finetune_bvihd` | - | none fits (2x4 needs 17.5 GiB; larger: batch not "
+    "divisible by devices) |" in text
+  )
   assert "- v5e: `paper` / `authors_code` model FLOPs per step 0.50; per-chip memory 0.50" in text
