@@ -121,3 +121,14 @@ def positive_int(value: str) -> int:
   if n < 1:
     raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
   return n
+
+
+def non_negative_int(value: str) -> int:
+  """argparse type: an integer >= 0."""
+  try:
+    n = int(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+  if n < 0:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+  return n

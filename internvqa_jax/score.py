@@ -723,16 +723,6 @@ def _parse_resize(value: str):
   return n
 
 
-def _non_negative_int(value: str) -> int:
-  try:
-    n = int(value)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-  if n < 0:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
-  return n
-
-
 def _positive_seconds(value: str) -> float:
   try:
     x = float(value)
@@ -824,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument(
     "--bootstrap",
-    type=_non_negative_int,
+    type=cli_errors.non_negative_int,
     default=1000,
     metavar="N",
     help="bootstrap resamples for the 95%% interval of the mean (0: no interval)",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import fake_params  # tests/fake_params.py
 import jax
 import numpy as np
 import pytest
@@ -27,33 +28,13 @@ def _save(dst, module, params):
   return str(dst)
 
 
-def _random_params(module, input_shape, seed):
-  """Random parameters of the right shapes without compiling `init` (slow for Swin3D):
-  norm scales near 1, everything else small, so scores are O(1) and differ per video."""
-  abstract = jax.eval_shape(
-    lambda: module.init(jax.random.key(0), np.zeros(input_shape, np.float32), train=False)["params"]
-  )
-  rng = np.random.default_rng(seed)
-
-  def fill(path, x):
-    name = jax.tree_util.keystr(path)
-    v = rng.normal(0.0, 0.05, x.shape)
-    if "scale" in name:
-      v += 1.0
-    if "head" in name and "kernel" in name:
-      v *= 20.0
-    return v.astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   root = tmp_path_factory.mktemp("score")
   iv2 = internvideo2.make("tiny")
-  p = _random_params(iv2, (1, 2, 28, 28, 3), 0)
+  p = fake_params.random_params(iv2, (1, 2, 28, 28, 3), 0)
   fv = fastvqa.make("tiny")
-  q = _random_params(fv, (1, 8, 48, 48, 3), 1)
+  q = fake_params.random_params(fv, (1, 8, 48, 48, 3), 1)
   vdir = root / "videos"
   (vdir / "sub").mkdir(parents=True)
   vids = [

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-import jax
+import fake_params  # tests/fake_params.py
 import numpy as np
 import pytest
 import videos  # tests/videos.py
@@ -17,34 +17,15 @@ from internvqa_jax.data import frames, read_frames
 from internvqa_jax.models import checkpoint, internvideo2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IV2_INPUT = (1, 2, 28, 28, 3)  # internvideo2 'tiny'
 CAL = [4.5, 1.0, 0.0, 0.05]  # a known logistic: raw scores around 0 -> 1..4.5
-
-
-def _params(module, seed):
-  abstract = jax.eval_shape(
-    lambda: module.init(jax.random.key(0), np.zeros((1, 2, 28, 28, 3), np.float32), train=False)[
-      "params"
-    ]
-  )
-  rng = np.random.default_rng(seed)
-
-  def fill(path, x):
-    v = rng.normal(0.0, 0.05, x.shape)
-    name = jax.tree_util.keystr(path)
-    if "scale" in name:
-      v += 1.0
-    if "head" in name and "kernel" in name:
-      v *= 20.0
-    return v.astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   root = tmp_path_factory.mktemp("score_out")
   module = internvideo2.make("tiny")
-  params = _params(module, 0)
+  params = fake_params.random_params(module, IV2_INPUT, 0)
   kw = {"family": module.FAMILY, "model_kwargs": models.model_kwargs(module)}
   raw_dir = checkpoint.save_params(root / "raw", params, kw)
   cal = {
@@ -198,7 +179,7 @@ def test_bad_calibration_is_refused(env, tmp_path):
   module = internvideo2.make("tiny")
   bad = checkpoint.save_params(
     tmp_path / "bad",
-    _params(module, 1),
+    fake_params.random_params(module, IV2_INPUT, 1),
     {
       "family": "internvideo2",
       "model_kwargs": models.model_kwargs(module),
