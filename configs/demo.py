@@ -1,12 +1,14 @@
 r"""End-to-end demo on the embedded synthetic_compressed set, on a laptop CPU, over 3 seeds.
 
-The paper's recipe at toy scale. The teacher arrives pretrained, as InternVQA's does: a tiny
-InternVideo2 (96-d, 4 blocks) pretrained once, outside the demo, on a proxy task that needs no
-quality label (predict each clip's encoder level, CRF, over 4608 clips of other regions,
-resolutions and levels of the 12 training photographs; internvqa_jax/demo_assets/make_teacher.py),
-shipped with the package. The demo then runs the paper's part, once per seed:
+The paper's recipe at toy scale. Both models' patch embeddings start from 8x8 DCT bases (the
+low-level prior that the paper's Kinetics-pretrained models bring). The teacher also arrives
+pretrained, as InternVQA's does: a tiny InternVideo2 (96-d, 4 blocks) pretrained once, outside the
+demo, on a proxy task that needs no quality label (predict each clip's encoder level, CRF, over
+4608 clips of other regions, resolutions and levels of the 12 training photographs;
+internvqa_jax/demo_assets/make_teacher.py), shipped with the package. The demo then runs the
+paper's part, once per seed:
   teacher    only the teacher's last block and (fresh) head trained on the quality label;
-  student    a smaller model (64-d, 2 blocks) trained from scratch, alone;
+  student    a smaller model (64-d, 2 blocks) trained alone;
   distill    the tuned teacher (last block and head trainable) and a fresh student trained
              jointly: quality losses of both plus the feature loss;
   untrained  the fresh student, evaluated without training (the floor).
@@ -35,8 +37,10 @@ _spec = importlib.util.spec_from_file_location(
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
-TEACHER = dict(embed_dim=96, depth=4, num_heads=4, mlp_hidden=384)
-STUDENT = dict(embed_dim=64, depth=2, num_heads=2, mlp_hidden=256)
+# Both patch embeddings start from 8x8 DCT bases (initializers.dct_patch_kernel), the low-level
+# prior that the paper's Kinetics-pretrained models bring; the teacher alone is then pretrained.
+TEACHER = dict(embed_dim=96, depth=4, num_heads=4, mlp_hidden=384, patch_init="dct")
+STUDENT = dict(embed_dim=64, depth=2, num_heads=2, mlp_hidden=256, patch_init="dct")
 
 
 def teacher_dir() -> str:

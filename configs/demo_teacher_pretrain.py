@@ -4,7 +4,9 @@ The task: predict each clip's encoder level, 100 * (1 - CRF / the encoder's maxi
 `synthetic_compressed/pretrain` (the 12 photographs outside the demo's held-out split, filmed
 along 3 other camera paths at 4 resolutions and encoded at 8 levels by 4 encoders; 4608 clips).
 Validation: the proxy label on the clips of one of those photographs (split `proxy`). The model
-is the demo's teacher (configs/demo.py TEACHER), trained whole from scratch.
+is the demo's teacher (configs/demo.py TEACHER), trained whole from its initialisation (DCT patch
+embedding, the rest random). 3000 steps: about 12 min on 2 CPU cores; proxy validation SRCC
+0.859 at 1500 steps (0.13 at 300 steps without the DCT patch embedding).
 
 Run through internvqa_jax/demo_assets/make_teacher.py, which also copies the exported model into
 the package; or alone:
@@ -27,7 +29,7 @@ def get_config(arg=None):
   a = common.parse_arg(
     arg,
     runlocal=False,
-    steps=300,
+    steps=3000,
     batch_size=32,
     frames=2,
     crop=48,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -31,9 +31,10 @@ import numpy as np
 from jax.experimental.pallas.ops.tpu import flash_attention as pallas_flash
 from jax.sharding import PartitionSpec as P
 
-from internvqa_jax.data import recipes
+from internvqa_jax.data import recipes, transforms
 from internvqa_jax.models import initializers, module_kwargs, posembed
 
+PATCH_INITS = ("torch", "dct")
 FEATURE_DIM = 768  # Output width of the attention pool (`clip_embed_dim`).
 FC_NORM_EPS = 1e-5
 
@@ -266,13 +267,20 @@ class PatchEmbed(nn.Module):
   tubelet_size: int
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernel_init: Callable = initializers.torch_conv_kernel
 
   @nn.compact
   def __call__(self, x):
     kt, p = self.tubelet_size, self.patch_size
     fan_in = kt * p * p * x.shape[-1]
     proj = _PatchProj(
-      self.embed_dim, (kt, p, p, x.shape[-1]), fan_in, self.dtype, self.param_dtype, name="proj"
+      self.embed_dim,
+      (kt, p, p, x.shape[-1]),
+      fan_in,
+      self.dtype,
+      self.param_dtype,
+      self.kernel_init,
+      name="proj",
     )
     b, t, h, w, c = x.shape
     x = x.reshape(b, t // kt, kt, h // p, p, w // p, p, c)
@@ -286,11 +294,12 @@ class _PatchProj(nn.Module):
   fan_in: int
   dtype: Any
   param_dtype: Any
+  kernel_init: Callable
 
   @nn.compact
   def __call__(self, patches):
     kernel = self.param(
-      "kernel", initializers.torch_conv_kernel, self.window + (self.features,), self.param_dtype
+      "kernel", self.kernel_init, self.window + (self.features,), self.param_dtype
     )
     bias = self.param(
       "bias", initializers.torch_conv_bias(self.fan_in), (self.features,), self.param_dtype
@@ -511,6 +520,10 @@ class InternVideo2(nn.Module):
   attention_impl: str | None = None
   init_scale: float = 0.001
   layerscale_init: float = 1e-5
+  # Patch-embedding init: "torch" (PyTorch's conv default, as the released models) or "dct"
+  # (2-D DCT bases weighted 1 + dct_gain * frequency: initializers.dct_patch_kernel).
+  patch_init: str = "torch"
+  dct_gain: float = 4.0
 
   @property
   def grid_size(self) -> int:
@@ -537,6 +550,8 @@ class InternVideo2(nn.Module):
       )
     if not 0 <= self.frozen_blocks <= self.depth:
       problems.append(f"frozen_blocks {self.frozen_blocks} outside [0, depth={self.depth}]")
+    if self.patch_init not in PATCH_INITS:
+      problems.append(f"patch_init {self.patch_init!r} is not one of {PATCH_INITS}")
     if problems:
       raise ValueError("invalid InternVideo2 configuration: " + "; ".join(problems))
 
@@ -569,9 +584,12 @@ class InternVideo2(nn.Module):
     kw = dict(dtype=dtype, param_dtype=pdtype)
     c = self.embed_dim
 
-    x = PatchEmbed(c, self.patch_size, self.tubelet_size, name="patch_embed", **kw)(
-      video.astype(dtype)
-    )
+    kernel_init = initializers.torch_conv_kernel
+    if self.patch_init == "dct":
+      kernel_init = initializers.dct_patch_kernel(self.dct_gain, transforms.IMAGENET_STD)
+    x = PatchEmbed(
+      c, self.patch_size, self.tubelet_size, kernel_init=kernel_init, name="patch_embed", **kw
+    )(video.astype(dtype))
     cls_token = self.param("cls_token", trunc_normal(0.02), (1, 1, c), pdtype)
     pos_embed = self.param("pos_embed", self._pos_embed_init, (1, 1 + self.num_patches, c), pdtype)
     cls_tokens = jnp.broadcast_to(cls_token.astype(dtype), (x.shape[0], 1, c))
