@@ -14,7 +14,7 @@ from internvqa_jax import demo_results
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_demo_distilled_student_beats_untrained_student(tmp_path):
+def test_demo_learns_and_the_teacher_beats_the_student(tmp_path):
   env = dict(
     os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"), JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1"
   )
@@ -50,6 +50,9 @@ def test_demo_distilled_student_beats_untrained_student(tmp_path):
   srcc = {k: v["srcc"] for k, v in results.items()}
   assert srcc["distilled_student"] > srcc["untrained_student"] + 0.3, srcc
   assert srcc["teacher"] > srcc["untrained_student"] + 0.3, srcc
+  # The paper's teacher claim, stable here (docs/demo.md: 0.860 against 0.828, each +-0.006 over
+  # the seeds). Distilled against student is not asserted: distillation is neutral in the demo.
+  assert srcc["teacher"] > srcc["student"], srcc
   assert (workdir / "results.png").stat().st_size > 0
   # Each stage of each seed exported its trained model(s) in the converted-model format.
   for seed in ("seed0", "seed1"):
