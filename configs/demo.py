@@ -40,8 +40,7 @@ _spec = importlib.util.spec_from_file_location(
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
-# Both patch embeddings start from 8x8 DCT bases (initializers.dct_patch_kernel), the low-level
-# prior that the paper's Kinetics-pretrained models bring; the teacher alone is then pretrained.
+# patch_init="dct": initializers.dct_patch_kernel (why: the docstring, docs/demo.md).
 TEACHER = dict(embed_dim=96, depth=4, num_heads=4, mlp_hidden=384, patch_init="dct")
 STUDENT = dict(embed_dim=64, depth=2, num_heads=2, mlp_hidden=256, patch_init="dct")
 

@@ -6,7 +6,7 @@ along 3 other camera paths at 4 resolutions and encoded at 8 levels by 4 encoder
 Validation: the proxy label on the clips of one of those photographs (split `proxy`). The model
 is the demo's teacher (configs/demo.py TEACHER), trained whole from its initialisation (DCT patch
 embedding, the rest random). 3000 steps: about 12 min on 2 CPU cores; proxy validation SRCC
-0.859 at 1500 steps (0.13 at 300 steps without the DCT patch embedding).
+0.884, the shipped teacher (0.13 at 300 steps without the DCT patch embedding).
 
 Run through internvqa_jax/demo_assets/make_teacher.py, which also copies the exported model into
 the package; or alone:

@@ -112,23 +112,21 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
   return 0 if rc is None else int(rc)
 
 
-def positive_int(value: str) -> int:
-  """argparse type: an integer >= 1 (0 and negatives are usage errors, never 'default')."""
+def _int_at_least(value: str, minimum: int, expected: str) -> int:
   try:
     n = int(value)
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-  if n < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+  if n < minimum:
+    raise argparse.ArgumentTypeError(f"expected {expected}, got {n}")
   return n
+
+
+def positive_int(value: str) -> int:
+  """argparse type: an integer >= 1 (0 and negatives are usage errors, never 'default')."""
+  return _int_at_least(value, 1, "a positive integer")
 
 
 def non_negative_int(value: str) -> int:
   """argparse type: an integer >= 0."""
-  try:
-    n = int(value)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-  if n < 0:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
-  return n
+  return _int_at_least(value, 0, "an integer >= 0")
