@@ -43,6 +43,7 @@ from internvqa_jax import (
   cli_errors,
   data_setup,
   evaluate,
+  host_memory,
   metric_writer,
   model_setup,
   saved_config,
@@ -556,6 +557,8 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
   maybe_initialize_distributed(config)
+  if jax.process_index() == 0:
+    print(f"malloc huge pages: {host_memory.status()}", flush=True)  # Speed on CPU: host_memory.
   workdir = _WORKDIR.value
   allow = _ALLOW_CONFIG_CHANGE.value
   if config.get("seeds"):  # Every stage once per seed, then mean ± std (configs/demo.py).
