@@ -23,7 +23,7 @@ Run (builds the dataset under $TFDS_DATA_DIR or ~/tensorflow_datasets on first u
 Variants: `configs/demo.py:runlocal` (a few steps, for smoke tests), `:steps=N` (student and
 distill steps), `:teacher_steps=N`, `:seeds=N`, `:teacher_init=DIR`, `:data=tiny` (2-source test
 set, split `heldout`).
-Measured, held-out SRCC mean ± std over the 3 seeds (2-core CPU, about 7.5 min with the build):
+Measured, held-out SRCC mean ± std over the 3 seeds (2-core CPU, about 6 min with the build):
 teacher 0.793 ± 0.002, student 0.724 ± 0.009, distilled student 0.723 ± 0.017, untrained 0.023.
 The paper's ranking for the teacher holds; distillation is neutral here. Details: docs/demo.md.
 """
