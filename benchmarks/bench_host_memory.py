@@ -16,7 +16,6 @@ See internvqa_jax/host_memory.py for why, docs/benchmarks.md for results.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -29,17 +28,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from internvqa_jax import plan, sharding, train
+from bench_train_step import random_batch  # This script's folder is on sys.path.
+
+from internvqa_jax import config_files, sharding, train
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SETTINGS = {"off": "", "on": "glibc.malloc.hugetlb=1"}
 
 
 def demo_stage(name: str):
-  spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO, "configs", "demo.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config().stage_configs[name]
+  demo = config_files.load_by_path(os.path.join(REPO, "configs", "demo.py"))
+  c = demo.get_config().stage_configs[name]
   with c.unlocked():
     for role in ("model", "teacher", "student"):
       if role in c:
@@ -52,11 +51,7 @@ def child(stage: str, steps: int) -> dict:
   config = demo_stage(stage)
   mesh = sharding.make_mesh(data=1, fsdp=1)
   run = train.build_run(config, mesh, jax.random.key(0), log=lambda *a: None)
-  shapes = plan.abstract_batch(run.parts, config.batch_size, mesh)
-  rng = np.random.default_rng(0)
-  host = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in shapes.items()}
-  host["label"] = rng.uniform(0.2, 0.9, config.batch_size).astype(np.float32)
-  batch = sharding.make_global_batch(host, mesh)
+  _, batch = random_batch(run, config.batch_size, mesh)
   key = jax.random.key(1)
   state = run.state
   for _ in range(3):  # Compile and warm up.

@@ -64,6 +64,15 @@ def load_config(name: str, batch: int, frames: int | None, img: int | None):
   return c
 
 
+def random_batch(run, batch_size: int, mesh):
+  """(abstract shapes, a global batch of random clips and labels) for `run`'s train step."""
+  shapes = plan.abstract_batch(run.parts, batch_size, mesh)
+  rng = np.random.default_rng(0)
+  host = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in shapes.items()}
+  host["label"] = rng.uniform(0.2, 0.9, batch_size).astype(np.float32)
+  return shapes, sharding.make_global_batch(host, mesh)
+
+
 def bench(name: str, args) -> dict:
   config = load_config(name, args.batch, args.frames, args.img)
   n = jax.device_count()
@@ -73,11 +82,7 @@ def bench(name: str, args) -> dict:
   t0 = time.perf_counter()
   run = train.build_run(config, mesh, jax.random.key(0), log=lambda *a: None)
   init_s = time.perf_counter() - t0
-  shapes = plan.abstract_batch(run.parts, config.batch_size, mesh)
-  rng = np.random.default_rng(0)
-  host = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in shapes.items()}
-  host["label"] = rng.uniform(0.2, 0.9, config.batch_size).astype(np.float32)
-  batch = sharding.make_global_batch(host, mesh)
+  shapes, batch = random_batch(run, config.batch_size, mesh)
   key = jax.random.key(1)
   state = run.state
   t0 = time.perf_counter()
